@@ -1,0 +1,167 @@
+"""Saved results on disk → one tidy DataFrame (one row per trial per reported epoch).
+
+Reads Ray Tune's own experiment directories, so it works on a study that ran yesterday,
+on another machine or on a cluster, and never needs a live Tuner.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "epoch_time_s",
+    "diverged",
+]
+# Trial statuses as the results and the report show them.
+FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = (
+    "finished",
+    "early_stopped",
+    "diverged",
+    "errored",
+    "running",
+)
+RUN_MARKER = "hpo_run.json"
+
+
+def run_dir(study_dir: str | Path, strategy: str, seed: int) -> Path:
+    return Path(study_dir) / strategy / f"seed-{seed}"
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON through a temporary file and rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=_json_default, allow_nan=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_json(path: str | Path) -> dict | None:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def trial_frame(
+    experiment_dir: str | Path,
+    strategy: str,
+    seed: int,
+    max_epochs: int,
+    run_started: float,
+    run_finished: bool,
+    config_keys: list[str],
+) -> pd.DataFrame:
+    """All epochs of all trials of one strategy-seed run, ordered as they happened."""
+    analysis = load_analysis(experiment_dir)
+    frames = []
+    for trial in analysis.trials:
+        rows = analysis.trial_dataframes.get(trial.trial_id)
+        if rows is None or rows.empty or "epoch" not in rows:
+            continue
+        # A trial restored from a checkpoint may re-report epochs: keep the last report.
+        rows = rows.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        frame = pd.DataFrame({c: rows[c] for c in METRIC_COLUMNS if c in rows})
+        frame["diverged"] = frame["diverged"].astype(str).str.lower().eq("true")
+        frame["report_time"] = rows["report_time"].to_numpy()
+        frame["node_ip"] = rows["node_ip"].to_numpy() if "node_ip" in rows else ""
+        for key in config_keys:
+            frame[f"config/{key}"] = [trial.config.get(key)] * len(frame)
+        frame.insert(0, "status", trial_status(trial.status, frame, max_epochs, run_finished))
+        frame.insert(0, "trial_id", trial.trial_id)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True).sort_values("report_time", kind="stable")
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "strategy", strategy)
+    frame["cum_epochs"] = range(1, len(frame) + 1)
+    frame["wall_s"] = frame["report_time"] - run_started
+    return frame.reset_index(drop=True)
+
+
+def load_analysis(experiment_dir: str | Path):
+    """Ray Tune's ExperimentAnalysis of a run folder, without its warnings about trials
+    that were created but never started (they simply have no rows)."""
+    import logging
+
+    from ray.tune import ExperimentAnalysis
+
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return ExperimentAnalysis(str(experiment_dir))
+    finally:
+        log.setLevel(level)
+
+
+def trial_status(ray_status: str, rows: pd.DataFrame, max_epochs: int, run_finished: bool) -> str:
+    """Map Ray's trial state plus the reported epochs to finished/early_stopped/diverged/..."""
+    if ray_status == "ERROR":
+        return ERRORED
+    if bool(rows["diverged"].any()):
+        return DIVERGED
+    if int(rows["epoch"].max()) >= max_epochs:
+        return FINISHED
+    if not run_finished and ray_status in ("RUNNING", "PENDING", "PAUSED"):
+        return RUNNING
+    return EARLY_STOPPED
+
+
+def best_row(frame: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    """The epoch with the best finite validation metric (ties: the earliest in the run)."""
+    finite = frame[frame[metric].map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
+    if finite.empty:
+        return None
+    ordered = finite.sort_values(
+        [metric, "cum_epochs"], ascending=[mode == "min", True], kind="stable"
+    )
+    return ordered.iloc[0]
+
+
+@dataclass
+class StudyResults:
+    """A study folder loaded from disk: study.json and the tidy trials table."""
+
+    directory: Path
+    study: dict[str, Any]
+    trials: pd.DataFrame
+
+
+def load_study_results(study_dir: str | Path) -> StudyResults:
+    study_dir = Path(study_dir)
+    meta = read_json(study_dir / "study.json")
+    if meta is None:
+        raise FileNotFoundError(f"{study_dir}: no study.json (not an hpo results folder)")
+    trials_csv = study_dir / "trials.csv"
+    trials = pd.read_csv(trials_csv) if trials_csv.exists() else pd.DataFrame()
+    return StudyResults(study_dir, meta, trials)

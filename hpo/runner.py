@@ -1,0 +1,421 @@
+"""Runs a study: every strategy × seed as one Ray Tune experiment, resumable, on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hpo import results as res
+from hpo.spec import Study, StudyError, load_study, resolved, study_hash
+
+PACKAGES = ("hpo", "ray", "torch", "torchvision", "optuna", "pandas", "numpy", "scikit-learn")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def quiet_ray() -> None:
+    """One line per run is the progress report: silence Tune's tables and advisories."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Trials that the budget ended before they started have no rows: not worth a warning.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class StudyRunner:
+    """Owns one study's results folder; `run()` executes the selected strategy × seed runs."""
+
+    def __init__(
+        self,
+        study_file: str | Path,
+        results_root: str | Path = "results",
+        strategies: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
+        echo: Callable[[str], None] = print,
+    ):
+        self.study_file = Path(study_file)
+        self.study: Study = load_study(self.study_file)
+        self.strategies = list(strategies or self.study.strategies)
+        self.seeds = list(self.study.seeds if seeds is None else seeds)
+        for name in self.strategies:
+            if name not in self.study.strategies:
+                known = self.study.strategies
+                raise StudyError(f"--strategies: {name!r} is not in the study's strategies {known}")
+        self.directory = Path(results_root).resolve() / self.study.name
+        self.echo = echo
+        self._bundles: dict[int, Any] = {}
+
+    # ----------------------------------------------------------------- public
+    def run(self, address: str | None = None, fresh: bool = False) -> dict[str, Any]:
+        meta = self._prepare(fresh)
+        pending = [(s, k) for s in self.strategies for k in self.seeds if not self._finished(s, k)]
+        if not pending:
+            self.echo("every selected run finished earlier: nothing to do")
+            return meta  # a finished study is left exactly as it was
+        self._init_ray(address)
+        meta["ended_at"] = None
+        meta.setdefault("started_at", now_iso())
+        meta["machine"] = machine_info()
+        self._save_meta(meta)
+        for strategy in self.strategies:
+            for seed in self.seeds:
+                meta["runs"][f"{strategy}/seed-{seed}"] = self._run_one(strategy, seed)
+                self._save_meta(meta)
+                self.write_trials_csv()
+        meta["ended_at"] = now_iso()
+        self._save_meta(meta)
+        return meta
+
+    def write_trials_csv(self) -> pd.DataFrame:
+        """Rebuild trials.csv from every run directory on disk."""
+        frames = []
+        for strategy in self.study.strategies:
+            for seed in self.study.seeds:
+                marker = res.read_json(res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER)
+                if marker is not None:
+                    frames.append(self._run_frame(strategy, seed, marker))
+        trials = (
+            pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else None
+        )
+        if trials is not None:
+            res.write_csv_atomic(self.directory / "trials.csv", trials)
+        return trials if trials is not None else pd.DataFrame()
+
+    # ---------------------------------------------------------------- helpers
+    def _prepare(self, fresh: bool) -> dict[str, Any]:
+        """Create the folder (writable check before any trial starts) and load study.json."""
+        digest = study_hash(self.study_file)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise StudyError(
+                f"{self.directory}: results folder is not writable ({error})"
+            ) from None
+        meta = res.read_json(self.directory / "study.json")
+        if meta is not None and meta.get("study_hash") != digest and not fresh:
+            raise StudyError(
+                f"{self.directory}: holds results of a different version of {self.study_file}; "
+                "use --fresh to start over or --results to write elsewhere"
+            )
+        if fresh:
+            for strategy in self.strategies:
+                for seed in self.seeds:
+                    shutil.rmtree(res.run_dir(self.directory, strategy, seed), ignore_errors=True)
+        if meta is None or meta.get("study_hash") != digest:
+            meta = {"runs": {}}
+        if fresh:
+            for strategy in self.strategies:
+                for seed in self.seeds:
+                    meta["runs"].pop(f"{strategy}/seed-{seed}", None)
+        meta.update(
+            study=resolved(self.study),
+            study_file=str(self.study_file),
+            study_hash=digest,
+            versions=package_versions(),
+        )
+        return meta
+
+    def _finished(self, strategy: str, seed: int) -> bool:
+        marker = res.read_json(res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER)
+        return bool(marker) and marker.get("status") == "finished"
+
+    def _save_meta(self, meta: dict[str, Any]) -> None:
+        res.write_json_atomic(self.directory / "study.json", meta)
+
+    def _init_ray(self, address: str | None) -> None:
+        import ray
+
+        quiet_ray()
+        if ray.is_initialized():
+            return
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        else:
+            ray.init(
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="WARNING",
+                _node_ip_address="127.0.0.1",  # a local study listens on loopback only
+            )
+
+    def _data(self, seed: int):
+        from trainables.data import load_dataset
+
+        split_seed = self.study.dataset.split_seed
+        key = seed if split_seed is None else split_seed
+        if key not in self._bundles:
+            d = self.study.dataset
+            self._bundles[key] = load_dataset(d.name, d.val_fraction, d.test_fraction, key)
+        return self._bundles[key]
+
+    def _run_one(self, strategy: str, seed: int) -> dict[str, Any]:
+        path = res.run_dir(self.directory, strategy, seed)
+        marker = res.read_json(path / res.RUN_MARKER) or {}
+        if marker.get("status") == "finished":
+            self.echo(f"{strategy:>9} seed {seed}: finished earlier, skipped")
+            return marker
+        from ray import tune
+
+        restoring = tune.Tuner.can_restore(str(path))
+        if not restoring:
+            shutil.rmtree(path, ignore_errors=True)
+            marker = {"strategy": strategy, "seed": seed, "started": time.time()}
+        marker.update(status="running", started_at=marker.get("started_at", now_iso()))
+        res.write_json_atomic(path / res.RUN_MARKER, marker)
+        self.echo(f"{strategy:>9} seed {seed}: {'resuming' if restoring else 'running'} …")
+        tuner = self._tuner(strategy, seed, path, restoring)
+        began = time.time()
+        grid = tuner.fit()
+        marker.update(
+            status="finished",
+            ended_at=now_iso(),
+            wall_s=marker.get("wall_s", 0.0) + time.time() - began,
+            errors=sum(1 for r in grid if r.error is not None),
+        )
+        marker.update(self._summarize(strategy, seed, path, marker))
+        res.write_json_atomic(path / res.RUN_MARKER, marker)
+        self.echo(self._run_line(marker))
+        return marker
+
+    def _tuner(self, strategy: str, seed: int, path: Path, restoring: bool):
+        from ray import tune
+
+        from hpo.strategies import STRATEGIES
+        from hpo.strategies.budget import EpochBudget
+        from trainables.tune_trial import run_trial
+
+        study, budget = self.study, self.study.budget
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                run_trial,
+                data=self._data(seed),
+                trainable_name=study.trainable,
+                max_epochs=budget.max_epochs,
+                threads=max(1, int(study.resources.cpu)),
+            ),
+            {"cpu": study.resources.cpu, "gpu": study.resources.gpu},
+        )
+        if restoring:
+            return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+        plan = STRATEGIES[strategy](study, seed)
+        plan.param_space["seed"] = seed  # torch seeds of every trial in this run
+        return tune.Tuner(
+            trainable,
+            param_space=plan.param_space,
+            tune_config=tune.TuneConfig(
+                metric=study.metric.name,
+                mode=study.metric.mode,
+                search_alg=plan.search_alg,
+                scheduler=plan.scheduler,
+                num_samples=plan.num_samples,
+                max_concurrent_trials=plan.max_concurrent_trials,
+                time_budget_s=budget.time_limit_s,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=path.name,
+                storage_path=str(path.parent),
+                stop=EpochBudget(budget.max_epochs, budget.total_epochs, str(path)),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1,
+                    checkpoint_score_attribute=study.metric.name,
+                    checkpoint_score_order=study.metric.mode,
+                ),
+                failure_config=tune.FailureConfig(max_failures=study.max_failures),
+                callbacks=[_trial_dirs_callback()],
+                verbose=0,
+            ),
+        )
+
+    def _run_frame(self, strategy: str, seed: int, marker: dict[str, Any]) -> pd.DataFrame:
+        return res.trial_frame(
+            res.run_dir(self.directory, strategy, seed),
+            strategy,
+            seed,
+            self.study.budget.max_epochs,
+            run_started=float(marker["started"]),
+            run_finished=marker.get("status") == "finished",
+            config_keys=[*self.study.space, *self.study.fixed],
+        )
+
+    def _summarize(
+        self, strategy: str, seed: int, path: Path, marker: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Best trial by validation metric, then its checkpoint measured once on test."""
+        metric, mode = self.study.metric.name, self.study.metric.mode
+        frame = self._run_frame(strategy, seed, marker)
+        summary: dict[str, Any] = {
+            "trials": int(frame["trial_id"].nunique()) if not frame.empty else 0,
+            "epochs": int(len(frame)),
+            "statuses": (
+                frame.groupby("trial_id")["status"].first().value_counts().to_dict()
+                if not frame.empty
+                else {}
+            ),
+            "best": None,
+        }
+        row = None if frame.empty else res.best_row(frame, metric, mode)
+        if row is None:
+            return summary
+        config = {
+            k.removeprefix("config/"): _plain(v) for k, v in row.items() if k.startswith("config/")
+        }
+        summary["best"] = {
+            "trial_id": row["trial_id"],
+            "epoch": int(row["epoch"]),
+            "cum_epochs": int(row["cum_epochs"]),
+            metric: float(row[metric]),
+            "config": config,
+            **self._test_metrics(path, row["trial_id"], seed),
+        }
+        return summary
+
+    def _test_metrics(self, path: Path, trial_id: str, seed: int) -> dict[str, Any]:
+        """Evaluate the selected trial's best checkpoint on the held-out test split."""
+        from trainables.loop import evaluate_state
+        from trainables.tune_trial import load_checkpoint_state
+
+        analysis = res.load_analysis(path)
+        trial = next(t for t in analysis.trials if t.trial_id == trial_id)
+        checkpoint = analysis.get_best_checkpoint(
+            trial, metric=self.study.metric.name, mode=self.study.metric.mode
+        )
+        if checkpoint is None:
+            return {"test_accuracy": None, "test_loss": None, "checkpoint_epoch": None}
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint_state(directory)
+        measured = evaluate_state(self.study.trainable, trial.config, state, self._data(seed))
+        return {**measured, "checkpoint_epoch": int(state["epoch"])}
+
+    def _run_line(self, marker: dict[str, Any]) -> str:
+        best = marker.get("best") or {}
+        metric = self.study.metric.name
+        value = best.get(metric)
+        test = best.get("test_accuracy")
+        return (
+            f"{marker['strategy']:>9} seed {marker['seed']}: {marker['trials']} trials, "
+            f"{marker['epochs']} epochs, best {metric} "
+            f"{'n/a' if value is None else f'{value:.4f}'}, test accuracy "
+            f"{'n/a' if test is None else f'{test:.4f}'}, {marker['wall_s']:.0f} s"
+        )
+
+
+def _trial_dirs_callback():
+    from ray.tune import Callback
+
+    class GiveEveryTrialADirectory(Callback):
+        """Ray Tune builds the ResultGrid from every trial's directory, but a trial that a
+        scheduler created and the budget stopper ended before it ever started has none,
+        and `Tuner.fit` then fails (Ray 2.60). Give such trials their (empty) directory."""
+
+        def on_experiment_end(self, trials, **info):
+            for trial in trials:
+                if not trial.relative_logdir:
+                    trial.init_local_path()
+
+    return GiveEveryTrialADirectory()
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"hostname": platform.node(), "cpus": os.cpu_count(), "gpus": 0}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            resources = ray.cluster_resources()
+            info.update(cluster_cpus=resources.get("CPU", 0), gpus=resources.get("GPU", 0))
+    except Exception:  # noqa: BLE001 - machine facts are best effort
+        pass
+    return info
+
+
+def leaderboard(meta: dict[str, Any]) -> pd.DataFrame:
+    """Per strategy: mean ± std over seeds of best validation metric and test accuracy."""
+    metric = meta["study"]["metric"]["name"]
+    rows = []
+    for run in meta["runs"].values():
+        best = run.get("best") or {}
+        rows.append(
+            {
+                "strategy": run["strategy"],
+                "seed": run["seed"],
+                "best_val": best.get(metric),
+                "test_accuracy": best.get("test_accuracy"),
+                "epochs": run.get("epochs"),
+                "trials": run.get("trials"),
+                "wall_s": run.get("wall_s"),
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    for column in ("best_val", "test_accuracy", "epochs", "trials", "wall_s"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    table = frame.groupby("strategy", sort=False).agg(
+        seeds=("seed", "count"),
+        best_val_mean=("best_val", "mean"),
+        best_val_std=("best_val", "std"),
+        test_mean=("test_accuracy", "mean"),
+        test_std=("test_accuracy", "std"),
+        trials=("trials", "mean"),
+        epochs=("epochs", "mean"),
+        wall_s=("wall_s", "mean"),
+    )
+    ascending = meta["study"]["metric"]["mode"] == "min"
+    return table.sort_values("best_val_mean", ascending=ascending).reset_index()
+
+
+def format_leaderboard(meta: dict[str, Any]) -> str:
+    table = leaderboard(meta)
+    if table.empty:
+        return "no finished runs yet"
+    metric = meta["study"]["metric"]["name"]
+
+    def pm(mean: float, std: float) -> str:
+        if pd.isna(mean):
+            return "n/a"
+        return f"{mean:.4f} ± {0.0 if pd.isna(std) else std:.4f}"
+
+    lines = [
+        f"{'strategy':<10} {'seeds':>5}  {'best ' + metric:<20} {'test accuracy':<20}"
+        f" {'trials':>7} {'epochs':>7} {'wall s':>7}"
+    ]
+    for row in table.itertuples():
+        lines.append(
+            f"{row.strategy:<10} {row.seeds:>5}  {pm(row.best_val_mean, row.best_val_std):<20}"
+            f" {pm(row.test_mean, row.test_std):<20} {row.trials:>7.1f} {row.epochs:>7.0f}"
+            f" {row.wall_s:>7.0f}"
+        )
+    return "\n".join(lines)

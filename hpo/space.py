@@ -1,0 +1,104 @@
+"""The one place that turns a study's search space into Ray Tune domains and grid values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from ray import tune
+
+from hpo.spec import Param
+
+
+def tune_domain(param: Param) -> Any:
+    """The Ray Tune sampling domain of one hyperparameter."""
+    if param.uniform is not None:
+        return tune.uniform(param.uniform.low, param.uniform.high)
+    if param.loguniform is not None:
+        return tune.loguniform(param.loguniform.low, param.loguniform.high)
+    if param.randint is not None:
+        return tune.randint(param.randint.low, param.randint.high)
+    return tune.choice(list(param.choice))
+
+
+def tune_space(space: Mapping[str, Param], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Tuner `param_space` for sampling strategies: fixed values plus sampled domains."""
+    return {**fixed, **{name: tune_domain(param) for name, param in space.items()}}
+
+
+def is_log(param: Param) -> bool:
+    return param.loguniform is not None
+
+
+def discretize(param: Param, points: int) -> list[Any]:
+    """`points` values spread over the domain (log-spaced for log domains, midpoint for 1)."""
+    if param.choice is not None:
+        return list(param.choice)
+    if param.randint is not None:
+        low, high = param.randint.low, param.randint.high - 1
+        if points == 1:
+            return [(low + high) // 2]
+        return sorted({int(round(v)) for v in np.linspace(low, high, points)})
+    bounds = param.loguniform or param.uniform
+    if is_log(param):
+        low, high = math.log(bounds.low), math.log(bounds.high)
+        values = np.exp(np.linspace(low, high, points) if points > 1 else [(low + high) / 2])
+    else:
+        values = (
+            np.linspace(bounds.low, bounds.high, points)
+            if points > 1
+            else [(bounds.low + bounds.high) / 2]
+        )
+    return [float(f"{v:.6g}") for v in values]
+
+
+def max_points(param: Param) -> int:
+    """How many distinct grid values a dimension can offer (inf for continuous)."""
+    if param.grid is not None:
+        return len(param.grid)
+    if param.choice is not None:
+        return len(param.choice)
+    if param.randint is not None:
+        return param.randint.high - param.randint.low
+    return 10**9
+
+
+def grid_values(space: Mapping[str, Param], max_trials: int) -> dict[str, list[Any]]:
+    """Grid values per hyperparameter so that the whole grid has at most `max_trials` points.
+
+    Explicit `grid:` values and categorical options are used whole; every other dimension
+    gets points one at a time (the one with fewest first) while the product still fits.
+    If the fixed part alone is larger than the budget, the grid is bigger than
+    `max_trials` and the budget stopper ends the run part-way (see `grid_size`).
+    """
+    counts = {
+        name: (len(p.grid) if p.grid is not None else len(p.choice) if p.choice else 1)
+        for name, p in space.items()
+    }
+    growable = [n for n, p in space.items() if p.grid is None and p.choice is None]
+    while True:
+        size = math.prod(counts.values())
+        fitting = [
+            n
+            for n in sorted(growable, key=lambda n: counts[n])  # stable: fewest points first
+            if counts[n] < max_points(space[n])
+            and size // counts[n] * (counts[n] + 1) <= max_trials
+        ]
+        if not fitting:
+            break
+        counts[fitting[0]] += 1
+    return {
+        name: list(param.grid) if param.grid is not None else discretize(param, counts[name])
+        for name, param in space.items()
+    }
+
+
+def grid_size(values: Mapping[str, list[Any]]) -> int:
+    return math.prod(len(v) for v in values.values())
+
+
+def grid_space(values: Mapping[str, list[Any]], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Tuner `param_space` for grid search."""
+    return {**fixed, **{name: tune.grid_search(list(v)) for name, v in values.items()}}

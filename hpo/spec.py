@@ -1,0 +1,300 @@
+"""A study file, validated: pydantic models, `load_study(path)`, one-line errors naming fields."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from trainables import DATASETS, TRAINABLES
+
+STRATEGY_NAMES: tuple[str, ...] = ("grid", "random", "sha", "asha", "hyperband", "optuna")
+
+
+class StudyError(ValueError):
+    """A study that cannot run; the message is one line naming the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high (got low={self.low}, high={self.high})")
+        return self
+
+
+class LogRange(Range):
+    @model_validator(mode="after")
+    def _positive(self) -> LogRange:
+        if self.low <= 0:
+            raise ValueError(f"low must be > 0 (got {self.low})")
+        return self
+
+
+class IntRange(_Strict):
+    """Integers low <= x < high, as `ray.tune.randint`."""
+
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high, high is exclusive (got {self.low}, {self.high})")
+        return self
+
+
+class Param(_Strict):
+    """One searched hyperparameter: exactly one domain, optionally explicit grid values."""
+
+    uniform: Range | None = None
+    loguniform: LogRange | None = None
+    randint: IntRange | None = None
+    choice: list[Any] | None = Field(default=None, min_length=1)
+    grid: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_domain(self) -> Param:
+        given = [
+            name for name in ("uniform", "loguniform", "randint", "choice") if self.domain(name)
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of uniform, loguniform, randint, choice"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.grid is not None:
+            outside = [v for v in self.grid if not self.contains(v)]
+            if outside:
+                raise ValueError(f"grid values {outside} lie outside the {self.kind} domain")
+        return self
+
+    def domain(self, name: str) -> Any:
+        return getattr(self, name)
+
+    @property
+    def kind(self) -> str:
+        return next(n for n in ("uniform", "loguniform", "randint", "choice") if self.domain(n))
+
+    def contains(self, value: Any) -> bool:
+        if self.choice is not None:
+            return value in self.choice
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.randint is not None:
+            return float(value).is_integer() and self.randint.low <= value < self.randint.high
+        bounds = self.uniform or self.loguniform
+        return bounds.low <= value <= bounds.high
+
+
+class DatasetSpec(_Strict):
+    name: str
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    split_seed: int | None = None  # None: each study seed makes its own split
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DatasetSpec:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        return self
+
+
+class MetricSpec(_Strict):
+    name: str = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+
+
+class Budget(_Strict):
+    max_epochs: PositiveInt  # R: epochs of a full-fidelity trial
+    min_epochs: PositiveInt = 1  # r: first rung of SHA / ASHA
+    reduction_factor: int = Field(default=3, ge=2)  # eta
+    total_epochs: PositiveInt  # epochs one strategy-seed run may spend
+    time_limit_s: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Budget:
+        if self.min_epochs > self.max_epochs:
+            raise ValueError("min_epochs must be <= max_epochs")
+        if self.total_epochs < self.max_epochs:
+            raise ValueError("total_epochs must be >= max_epochs (room for one full trial)")
+        return self
+
+
+class Resources(_Strict):
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+
+class Study(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    trainable: str
+    dataset: DatasetSpec
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Param]
+    metric: MetricSpec = MetricSpec()
+    budget: Budget
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES), min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    resources: Resources = Resources()
+    max_concurrent_trials: PositiveInt | None = None
+    max_failures: int = Field(default=0, ge=0)
+
+    @field_validator("trainable")
+    @classmethod
+    def _known_trainable(cls, name: str) -> str:
+        if name not in TRAINABLES:
+            raise ValueError(f"unknown trainable {name!r}; expected one of {sorted(TRAINABLES)}")
+        return name
+
+    @field_validator("space")
+    @classmethod
+    def _not_empty(cls, space: dict[str, Param]) -> dict[str, Param]:
+        if not space:
+            raise ValueError("must name at least one hyperparameter to search")
+        return space
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in STRATEGY_NAMES]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; expected some of {STRATEGY_NAMES}")
+        if len(set(names)) != len(names):
+            raise ValueError("strategies are listed twice")
+        return names
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError("seeds must be distinct non-negative integers")
+        return seeds
+
+    @model_validator(mode="after")
+    def _fits_trainable(self) -> Study:
+        info = TRAINABLES[self.trainable]
+        for section, names in (("fixed", self.fixed), ("space", self.space)):
+            for name in names:
+                if name not in info.defaults:
+                    raise _FieldError(
+                        f"{section}.{name}",
+                        f"trainable {self.trainable!r} has no hyperparameter {name!r}; "
+                        f"expected one of {sorted(info.defaults)}",
+                    )
+        both = sorted(set(self.fixed) & set(self.space))
+        if both:
+            raise _FieldError(f"fixed.{both[0]}", "is both fixed and searched")
+        for name, allowed in info.choices.items():
+            values = [self.fixed[name]] if name in self.fixed else []
+            if name in self.space:
+                param = self.space[name]
+                values += (param.choice or []) + (param.grid or [])
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                where = "fixed" if name in self.fixed else "space"
+                raise _FieldError(f"{where}.{name}", f"{bad[0]!r} is not one of {list(allowed)}")
+        if self.metric.name not in info.metrics:
+            raise _FieldError(
+                "metric.name",
+                f"trainable {self.trainable!r} does not report {self.metric.name!r}; "
+                f"expected one of {list(info.metrics)}",
+            )
+        return self
+
+
+class _FieldError(ValueError):
+    """A cross-field error that knows which field it is about."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _format(error: ValidationError) -> str:
+    first = error.errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _FieldError):
+        return f"{cause.field}: {cause.message}"
+    field = ".".join(str(part) for part in first["loc"]) or "study"
+    if first["type"] == "extra_forbidden":
+        return f"{field}: unknown field"
+    if first["type"] == "missing":
+        return f"{field}: required field is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{field}: {message}"
+
+
+def parse_study(data: Any, source: str = "study") -> Study:
+    if not isinstance(data, dict):
+        raise StudyError(f"{source}: expected a mapping of study fields at the top level")
+    try:
+        return Study.model_validate(data)
+    except ValidationError as error:
+        raise StudyError(f"{source}: {_format(error)}") from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; raise StudyError with one line on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such study file") from None
+    except OSError as error:
+        raise StudyError(f"{path}: cannot read ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        raise StudyError(f"{path}: invalid YAML{where}: {problem}") from None
+    return parse_study(data, str(path))
+
+
+def study_hash(path: str | Path) -> str:
+    """sha256 of the study file's bytes: provenance for results and exports."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def resolved(study: Study) -> dict[str, Any]:
+    """The study with every default filled in, as plain data (YAML/JSON-ready)."""
+    data = study.model_dump(mode="json", exclude_none=False)
+    data["space"] = {
+        name: {k: v for k, v in param.items() if v is not None}
+        for name, param in data["space"].items()
+    }
+    return data
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")

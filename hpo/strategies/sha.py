@@ -1,0 +1,170 @@
+"""Synchronous successive halving as a Ray Tune TrialScheduler.
+
+Ray Tune offers the asynchronous variant (ASHA) and Hyperband's brackets, but not a
+single synchronous bracket, so it is written here: n configs train for r epochs and
+pause; once all of them have reached the rung, the best 1/eta are resumed (from their
+checkpoints) up to r*eta epochs and the rest are stopped, and so on up to R.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+
+def rung_plan(num_trials: int, min_t: int, max_t: int, eta: int) -> list[tuple[int, int]]:
+    """(trials, epochs) of every rung: sizes shrink by eta, epochs grow by eta up to max_t."""
+    rungs, size, epochs = [], num_trials, min_t
+    while True:
+        rungs.append((size, min(epochs, max_t)))
+        if epochs >= max_t:
+            return rungs
+        size, epochs = max(1, size // eta), epochs * eta
+
+
+def bracket_cost(rungs: list[tuple[int, int]]) -> int:
+    """Epochs one bracket spends when promoted trials resume from their checkpoints."""
+    cost, previous = 0, 0
+    for size, epochs in rungs:
+        cost += size * (epochs - previous)
+        previous = epochs
+    return cost
+
+
+def trials_for_budget(total_epochs: int, min_t: int, max_t: int, eta: int) -> int:
+    """The largest first rung whose bracket fits in `total_epochs` (at least one trial)."""
+    n = 1
+    while bracket_cost(rung_plan(n + 1, min_t, max_t, eta)) <= total_epochs:
+        n += 1
+    return n
+
+
+def at_running_limit(tune_controller: TuneController, max_running: int | None) -> bool:
+    """Pausing schedulers cap concurrency themselves: Tune's searcher-side limit counts
+    paused trials as live, so a bracket waiting for its last trials would never get them."""
+    if not max_running:
+        return False
+    running = sum(1 for t in tune_controller.get_trials() if t.status == Trial.RUNNING)
+    return running >= max_running
+
+
+class SynchronousSuccessiveHalving(FIFOScheduler):
+    """One synchronous successive-halving bracket over `num_trials` trials."""
+
+    def __init__(
+        self,
+        num_trials: int,
+        min_t: int,
+        max_t: int,
+        reduction_factor: int = 3,
+        metric: str | None = None,
+        mode: str | None = None,
+        time_attr: str = "training_iteration",
+        max_running: int | None = None,
+    ):
+        super().__init__()
+        self.max_running = max_running
+        self._supports_buffered_results = False  # decisions are made per epoch
+        self.rungs = rung_plan(num_trials, min_t, max_t, reduction_factor)
+        self._metric, self._mode, self._time_attr = metric, mode, time_attr
+        self._rung = 0
+        self._order: dict[Trial, int] = {}  # trial -> order of arrival (tie breaker)
+        self._members: set[Trial] = set()  # trials still in the current rung
+        self._scores: dict[Trial, float] = {}  # metric of members that reached the rung
+        self._to_resume: set[Trial] = set()  # promoted trials waiting in PAUSED
+        self.history: list[list[str]] = []  # trial ids promoted out of each rung
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        return True
+
+    @property
+    def milestone(self) -> int:
+        return self.rungs[self._rung][1]
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        if self._metric is None or self._mode not in ("min", "max"):
+            raise ValueError("SynchronousSuccessiveHalving needs metric and mode")
+        self._order[trial] = len(self._order)
+        if self._rung == 0 and len(self._order) <= self.rungs[0][0]:
+            self._members.add(trial)
+
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
+        if trial not in self._members:
+            return TrialScheduler.STOP  # beyond the bracket: nothing left for it to do
+        self._to_resume.discard(trial)
+        if result[self._time_attr] < self.milestone:
+            return TrialScheduler.CONTINUE
+        if self._rung == len(self.rungs) - 1:
+            return TrialScheduler.STOP  # reached R: the trial is done
+        self._scores[trial] = self._score(result)
+        if not self._rung_complete():
+            return TrialScheduler.PAUSE
+        return self._promote(tune_controller, current=trial)
+
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict):
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        # A trial that ends on its own (diverged, errored, stopped by the budget) leaves
+        # its rung; the rest may then be complete.
+        if trial not in self._members:
+            return
+        self._members.discard(trial)
+        self._scores.pop(trial, None)
+        if self._members and self._rung_complete():
+            self._promote(tune_controller, current=None)
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        if at_running_limit(tune_controller, self.max_running):
+            return None
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PENDING and trial in self._members:
+                return trial
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PAUSED and trial in self._to_resume:
+                return trial  # idempotent: forgotten only once it reports again
+        return None
+
+    def debug_string(self) -> str:
+        return f"SynchronousSuccessiveHalving rungs={self.rungs} at rung {self._rung}"
+
+    def _score(self, result: dict) -> float:
+        value = float(result[self._metric])
+        if math.isnan(value):
+            return -math.inf
+        return value if self._mode == "max" else -value
+
+    def _rung_complete(self) -> bool:
+        arrived = len(self._order) >= self.rungs[0][0] or self._rung > 0
+        return arrived and all(t in self._scores for t in self._members)
+
+    def _promote(self, tune_controller: TuneController, current: Trial | None) -> str:
+        """Keep the best of the rung (ties: earlier trial), stop the others."""
+        ranked = sorted(self._members, key=lambda t: (-self._scores[t], self._order[t]))
+        keep = self.rungs[self._rung + 1][0]
+        winners, losers = ranked[:keep], ranked[keep:]
+        self.history.append([t.trial_id for t in winners])
+        self._rung += 1
+        self._members, self._scores = set(winners), {}
+        for trial in losers:
+            if trial is not current:
+                tune_controller.stop_trial(trial)
+        for trial in winners:
+            if trial is not current:
+                self._to_resume.add(trial)
+        if current is None:
+            return TrialScheduler.CONTINUE
+        return TrialScheduler.CONTINUE if current in winners else TrialScheduler.STOP

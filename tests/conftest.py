@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_STUDY: dict[str, Any] = {
+    "name": "tiny",
+    "description": "a few epochs on digits, for tests",
+    "trainable": "cnn",
+    "dataset": {"name": "digits"},
+    "fixed": {"channels": 8, "hidden_units": 16},
+    "space": {
+        "lr": {"loguniform": {"low": 1.0e-3, "high": 3.0e-2}},
+        "optimizer": {"choice": ["momentum", "adam"]},
+    },
+    "metric": {"name": "val_accuracy", "mode": "max"},
+    "budget": {"max_epochs": 4, "min_epochs": 1, "reduction_factor": 2, "total_epochs": 16},
+    "seeds": [0],
+    "max_concurrent_trials": 2,
+}
+
+
+@pytest.fixture
+def study_dict() -> dict[str, Any]:
+    return copy.deepcopy(TINY_STUDY)
+
+
+@pytest.fixture
+def write_study(tmp_path: Path):
+    """Write a study mapping (or raw text) to a YAML file and return its path."""
+
+    def write(content: dict[str, Any] | str, name: str = "study.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance shared by the tests that run real Tune experiments."""
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            _node_ip_address="127.0.0.1",
+            # workers import test modules (fake trainables) from the repository
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+        )
+    yield ray
+    ray.shutdown()

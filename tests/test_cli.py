@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from hpo.cli import main
+
+
+def test_validate_prints_resolved_study_and_plans(write_study, study_dict, capsys):
+    assert main(["validate", str(write_study(study_dict))]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["study"]["name"] == "tiny"
+    assert printed["study"]["strategies"] == [
+        "grid",
+        "random",
+        "sha",
+        "asha",
+        "hyperband",
+        "optuna",
+    ]
+    assert printed["plans"]["random"]["num_samples"] == 4
+    assert printed["plans"]["sha"]["rungs"][-1][1] == 4
+
+
+def test_bad_study_is_one_line_exit_2_no_traceback(write_study, study_dict):
+    study_dict["space"]["lr"] = {"loguniform": {"low": -1, "high": 0.1}}
+    path = write_study(study_dict)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", "validate", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == f"hpo validate: error: {path}: space.lr.loguniform: low must be > 0 (got -1.0)\n"
+    )
+    assert done.stdout == ""
+
+
+def test_run_with_invalid_study_writes_nothing(write_study, study_dict, tmp_path, capsys):
+    study_dict["budget"]["total_epochs"] = -5
+    results = tmp_path / "results"
+    assert main(["run", str(write_study(study_dict)), "--results", str(results)]) == 2
+    assert "budget.total_epochs: Input should be greater than 0" in capsys.readouterr().err
+    assert not results.exists()
+
+
+def test_run_rejects_unknown_strategy_subset(write_study, study_dict, tmp_path, capsys):
+    results = tmp_path / "results"
+    code = main(
+        ["run", str(write_study(study_dict)), "--strategies", "tpe", "--results", str(results)]
+    )
+    assert code == 2
+    assert "--strategies: 'tpe' is not in the study's strategies" in capsys.readouterr().err
+    assert not results.exists()
+
+
+def test_unwritable_results_fails_before_any_trial(write_study, study_dict, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["run", str(write_study(study_dict)), "--results", str(blocker)]) == 2
+    assert "results folder is not writable" in capsys.readouterr().err
+
+
+def test_missing_study_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.yaml"), "--results", str(tmp_path)]) == 2
+    assert "missing.yaml: no such study file" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""A real tiny study through `hpo run` and Ray Tune: all six strategies, one seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+STRATEGIES = ["grid", "random", "sha", "asha", "hyperband", "optuna"]
+
+
+def hpo(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, study_module):
+    root = tmp_path_factory.mktemp("e2e")
+    study_file = root / "tiny.yaml"
+    study_file.write_text(study_module)
+    done = hpo("run", str(study_file), "--results", str(root / "results"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return study_file, root / "results" / "tiny", done
+
+
+@pytest.fixture(scope="module")
+def study_module():
+    import yaml
+
+    from tests.conftest import TINY_STUDY
+
+    return yaml.safe_dump(TINY_STUDY)
+
+
+def test_layout_is_one_ray_tune_experiment_per_run(finished):
+    _, study_dir, done = finished
+    from ray import tune
+
+    for strategy in STRATEGIES:
+        run = study_dir / strategy / "seed-0"
+        assert tune.Tuner.can_restore(str(run)), run
+        assert list(run.glob("experiment_state-*.json"))
+        marker = json.loads((run / "hpo_run.json").read_text())
+        assert marker["status"] == "finished" and marker["best"]["trial_id"]
+        assert 0.5 < marker["best"]["test_accuracy"] <= 1.0
+    meta = json.loads((study_dir / "study.json").read_text())
+    assert sorted(meta["runs"]) == sorted(f"{s}/seed-0" for s in STRATEGIES)
+    assert meta["versions"]["ray"] and meta["ended_at"]
+    for strategy in STRATEGIES:
+        assert f"\n{strategy} " in done.stdout  # one leaderboard row per strategy
+
+
+def test_trials_csv_columns_and_budget(finished):
+    _, study_dir, _ = finished
+    trials = pd.read_csv(study_dir / "trials.csv")
+    expected = {
+        "strategy",
+        "seed",
+        "trial_id",
+        "status",
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "epoch_time_s",
+        "diverged",
+        "cum_epochs",
+        "wall_s",
+        "config/lr",
+        "config/optimizer",
+        "config/channels",
+    }
+    assert expected <= set(trials.columns)
+    assert set(trials["strategy"]) == set(STRATEGIES)
+    assert set(trials["status"]) <= {"finished", "early_stopped", "diverged", "errored"}
+    budget, max_epochs = 16, 4
+    for strategy, run in trials.groupby("strategy"):
+        assert run["cum_epochs"].max() <= budget + max_epochs, strategy
+        assert run["cum_epochs"].tolist() == list(range(1, len(run) + 1))
+        assert run["wall_s"].is_monotonic_increasing
+        assert run.groupby("trial_id")["epoch"].max().max() <= max_epochs
+    sha = trials[trials["strategy"] == "sha"].groupby("trial_id")["epoch"].max()
+    assert sorted(sha.value_counts().to_dict().items()) == [(1, 4), (2, 2), (4, 2)]
+
+
+def test_second_run_changes_nothing(finished):
+    study_file, study_dir, _ = finished
+    before = {p: p.read_bytes() for p in (study_dir / "study.json", study_dir / "trials.csv")}
+    done = hpo("run", str(study_file), "--results", str(study_dir.parent))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing to do" in done.stdout
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_same_seed_samples_the_same_configs(finished, tmp_path):
+    study_file, study_dir, _ = finished
+    done = hpo("run", str(study_file), "--strategies", "random", "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def configs(folder: Path) -> list:
+        trials = pd.read_csv(folder / "trials.csv")
+        first = trials[trials["strategy"] == "random"].sort_values("trial_id")
+        return first.groupby("trial_id")[["config/lr", "config/optimizer"]].first().values.tolist()
+
+    assert configs(tmp_path / "tiny") == configs(study_dir)

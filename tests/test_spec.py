@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+
+from hpo.spec import STRATEGY_NAMES, StudyError, load_study, resolved
+from hpo.strategies import STRATEGIES
+
+
+def test_default_study_is_valid():
+    from tests.conftest import REPO
+
+    study = load_study(REPO / "studies" / "digits_cnn.yaml")
+    assert study.trainable == "cnn" and study.dataset.name == "digits"
+    assert study.strategies == list(STRATEGY_NAMES) and study.seeds == [0, 1]
+    assert study.budget.max_epochs == 27 and study.budget.reduction_factor == 3
+
+
+def test_defaults_are_filled_in(write_study, study_dict):
+    del study_dict["metric"], study_dict["seeds"]
+    study = load_study(write_study(study_dict))
+    data = resolved(study)
+    assert data["metric"] == {"name": "val_accuracy", "mode": "max"}
+    assert data["strategies"] == list(STRATEGY_NAMES)
+    assert data["seeds"] == [0]
+    assert data["resources"] == {"cpu": 1.0, "gpu": 0.0}
+    assert data["space"]["lr"] == {"loguniform": {"low": 1e-3, "high": 3e-2}}
+
+
+def test_strategy_names_match_the_registry():
+    assert set(STRATEGY_NAMES) == set(STRATEGIES)
+
+
+def _set(study: dict, dotted: str, value) -> dict:
+    *parents, last = dotted.split(".")
+    node = study
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return study
+
+
+_DELETE = object()
+
+BAD_FIELDS = [
+    ("budgte", {"max_epochs": 3}, "budgte: unknown field"),
+    ("trainable", "transformer", "trainable: unknown trainable 'transformer'"),
+    ("dataset.name", "imagenet", "dataset.name: unknown dataset 'imagenet'"),
+    ("strategies", ["random", "bayes"], "strategies: unknown strategy 'bayes'"),
+    ("space", {}, "space: must name at least one hyperparameter"),
+    ("space.lr", {"uniform": {"low": 0.1, "high": 0.01}}, "space.lr.uniform: low must be < high"),
+    ("space.lr", {"loguniform": {"low": 0, "high": 0.1}}, "space.lr.loguniform: low must be > 0"),
+    ("budget.max_epochs", -3, "budget.max_epochs: Input should be greater than 0"),
+    ("budget.total_epochs", 2, "budget: total_epochs must be >= max_epochs"),
+    ("budget.min_epochs", 9, "budget: min_epochs must be <= max_epochs"),
+    ("metric.name", "f1", "metric.name: trainable 'cnn' does not report 'f1'"),
+    (
+        "space.lrr",
+        {"uniform": {"low": 0.1, "high": 1}},
+        "space.lrr: trainable 'cnn' has no hyperparameter 'lrr'",
+    ),
+    (
+        "space.lr",
+        {"uniform": {"low": 0.1, "high": 1}, "choice": [0.1]},
+        "space.lr: expected exactly one of uniform, loguniform, randint, choice"
+        " (got uniform, choice)",
+    ),
+    (
+        "space.optimizer",
+        {"choice": ["adam", "rmsprop"]},
+        "space.optimizer: 'rmsprop' is not one of",
+    ),
+    (
+        "space.lr",
+        {"loguniform": {"low": 1e-3, "high": 1e-1}, "grid": [0.5]},
+        "space.lr: grid values [0.5] lie outside the loguniform domain",
+    ),
+    ("fixed.lr", 0.1, "fixed.lr: is both fixed and searched"),
+    ("fixed.activation", "gelu", "fixed.activation: 'gelu' is not one of"),
+    ("seeds", [1, 1], "seeds: seeds must be distinct"),
+    ("dataset.test_fraction", 1.5, "dataset.test_fraction: Input should be less than 1"),
+    ("resources.cpu", 0, "resources.cpu: Input should be greater than 0"),
+    ("name", _DELETE, "name: required field is missing"),
+    ("space.lr.loguniform.hgh", 1, "space.lr.loguniform.hgh: unknown field"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), BAD_FIELDS, ids=[b[0] for b in BAD_FIELDS])
+def test_bad_field_gives_one_line_naming_it(write_study, study_dict, field, value, message):
+    path = write_study(_set(study_dict, field, value))
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: {message}"), text
+    assert "\n" not in text
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(StudyError, match=r"nope\.yaml: no such study file"):
+        load_study(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_names_line(write_study):
+    path = write_study("name: x\nspace: [unclosed\n")
+    with pytest.raises(StudyError, match=r"invalid YAML at line 3, column 1"):
+        load_study(path)
+
+
+def test_top_level_must_be_mapping(write_study):
+    with pytest.raises(StudyError, match="expected a mapping of study fields"):
+        load_study(write_study("- a\n- b\n"))

@@ -1,0 +1,109 @@
+"""Every strategy's Tuner configuration, and the per-run epoch budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpo.spec import parse_study
+from hpo.strategies import STRATEGIES
+from hpo.strategies.budget import EpochBudget
+from hpo.strategies.sha import SynchronousSuccessiveHalving, bracket_cost, rung_plan
+
+
+@pytest.fixture
+def study(study_dict):
+    study_dict["budget"] = {
+        "max_epochs": 9,
+        "min_epochs": 1,
+        "reduction_factor": 3,
+        "total_epochs": 90,
+    }
+    study_dict["space"]["dropout"] = {"uniform": {"low": 0.0, "high": 0.5}}
+    return parse_study(study_dict)
+
+
+def test_grid_fits_the_budget(study):
+    plan = STRATEGIES["grid"](study, seed=0)
+    grid_dims = {
+        k for k, v in plan.param_space.items() if isinstance(v, dict) and "grid_search" in v
+    }
+    assert grid_dims == {"lr", "optimizer", "dropout"}
+    assert plan.notes["grid_points"] <= 90 // 9
+    assert plan.param_space["channels"] == 8  # fixed values pass through
+    assert plan.search_alg.max_concurrent == 2 and plan.num_samples == 1
+
+
+def test_random_spends_the_budget_on_full_trials(study):
+    plan = STRATEGIES["random"](study, seed=4)
+    assert plan.num_samples == 10 and plan.scheduler is None
+    assert type(plan.param_space["lr"]).__name__ == "Float"
+
+
+def test_sha_bracket_fits_the_budget(study):
+    plan = STRATEGIES["sha"](study, seed=0)
+    assert isinstance(plan.scheduler, SynchronousSuccessiveHalving)
+    rungs = plan.scheduler.rungs
+    assert rungs[0][0] == plan.num_samples and rungs[-1][1] == 9
+    assert [epochs for _, epochs in rungs] == [1, 3, 9]
+    assert bracket_cost(rungs) <= 90 < bracket_cost(rung_plan(plan.num_samples + 1, 1, 9, 3))
+    assert plan.scheduler.max_running == 2
+
+
+def test_asha_and_hyperband_use_rays_schedulers(study):
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    asha = STRATEGIES["asha"](study, seed=0)
+    assert isinstance(asha.scheduler, ASHAScheduler)
+    assert asha.scheduler._max_t == 9 and asha.scheduler._reduction_factor == 3
+    assert asha.scheduler._brackets[0]._rungs[-1][0] == 1  # first rung at min_epochs
+    hyperband = STRATEGIES["hyperband"](study, seed=0)
+    assert isinstance(hyperband.scheduler, HyperBandScheduler)
+    assert hyperband.scheduler._max_t_attr == 9 and hyperband.scheduler._eta == 3
+    assert hyperband.scheduler.max_running == 2
+
+
+def test_optuna_is_seeded_tpe(study):
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    plan = STRATEGIES["optuna"](study, seed=7)
+    assert isinstance(plan.search_alg, OptunaSearch)
+    sampler = plan.search_alg._sampler
+    assert isinstance(sampler, TPESampler)
+    assert plan.max_concurrent_trials == 2 and plan.num_samples == 10
+    again = STRATEGIES["optuna"](study, seed=7).search_alg._sampler
+    assert sampler._rng.rng.random() == again._rng.rng.random()
+
+
+def test_budget_stops_trials_and_the_run():
+    stopper = EpochBudget(max_epochs=3, total_epochs=5)
+    assert stopper("a", {"training_iteration": 1}) is False
+    assert stopper("a", {"training_iteration": 2}) is False
+    assert stopper("b", {"training_iteration": 1, "diverged": True}) is True
+    assert not stopper.stop_all()  # 2 + 1 epochs
+    assert stopper("a", {"training_iteration": 3}) is True  # R reached
+    assert stopper.spent == 4
+    stopper("c", {"training_iteration": 1})
+    assert stopper.stop_all()
+
+
+def test_budget_counts_a_resumed_trial_once():
+    stopper = EpochBudget(max_epochs=9, total_epochs=100)
+    for epoch in (1, 2, 3, 2, 3, 4):  # restored from the epoch-1 checkpoint after a crash
+        stopper("a", {"training_iteration": epoch})
+    assert stopper.spent == 4
+
+
+def test_budget_reads_finished_trials_after_restore(tmp_path):
+    for trial, last in (("t1", 9), ("t2", 3)):
+        folder = tmp_path / f"run_trial_{trial}"
+        folder.mkdir()
+        rows = [{"trial_id": trial, "training_iteration": i} for i in range(1, last + 1)]
+        (folder / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{cut")
+    stopper = EpochBudget(max_epochs=9, total_epochs=14, experiment_dir=str(tmp_path))
+    stopper("t3", {"training_iteration": 1})
+    assert stopper.spent == 13 and not stopper.stop_all()
+    stopper("t3", {"training_iteration": 2})
+    assert stopper.stop_all()

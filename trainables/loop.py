@@ -1,0 +1,171 @@
+"""The one training loop, shared by every trainable; only the model builder and data differ.
+
+It talks to the outside through a `Reporter` (Ray Tune in trials, a list in tests and
+benchmarks), so the same code runs inside and outside Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from trainables import TRAINABLES, resolve
+from trainables.data import DataBundle, Split
+
+EVAL_BATCH = 2048
+
+
+class Reporter(Protocol):
+    def restore(self) -> dict | None:
+        """The state saved by the last `report` of this trial (pause/resume, retries)."""
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        """Publish one epoch's metrics; `state` is the checkpoint (None when diverged)."""
+
+
+def full_config(trainable: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainable's defaults overridden by the trial's config."""
+    return {**TRAINABLES[trainable].defaults, **config}
+
+
+def build_model(trainable: str, config: Mapping[str, Any], data: DataBundle) -> nn.Module:
+    builder = resolve(TRAINABLES[trainable].model_builder)
+    return builder(full_config(trainable, config), data.input_shape, data.num_classes)
+
+
+def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name, lr, wd = config["optimizer"], float(config["lr"]), float(config["weight_decay"])
+    params = model.parameters()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=float(config["momentum"]), weight_decay=wd)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    # Shuffling and dropout depend only on (seed, epoch): a paused, resumed or retried
+    # trial and one in a reused actor see exactly the same batches as an uninterrupted one.
+    return (int(seed) * 1_000_003 + epoch) % (2**63)
+
+
+def train(
+    trainable: str,
+    config: Mapping[str, Any],
+    data: DataBundle,
+    reporter: Reporter,
+    *,
+    max_epochs: int,
+    threads: int | None = None,
+) -> None:
+    """Train for up to `max_epochs`, reporting every epoch; stop early on divergence."""
+    if threads:
+        torch.set_num_threads(threads)
+    config = full_config(trainable, config)
+    seed = int(config.get("seed", 0))
+    torch.manual_seed(seed)
+    model = build_model(trainable, config, data)
+    optimizer = make_optimizer(model, config)
+    start = 0
+    state = reporter.restore()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+
+    for epoch in range(start + 1, max_epochs + 1):
+        began = time.perf_counter()
+        torch.manual_seed(epoch_seed(seed, epoch))
+        train_loss, train_accuracy = train_epoch(model, optimizer, data.train, config)
+        val_loss, val_accuracy = (
+            evaluate(model, data.val) if math.isfinite(train_loss) else (math.nan, math.nan)
+        )
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy if not diverged else math.nan,
+            "val_loss": val_loss if not diverged else math.nan,
+            "val_accuracy": val_accuracy if not diverged else math.nan,
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_time_s": time.perf_counter() - began,
+            "report_time": time.time(),
+            "diverged": diverged,
+        }
+        if diverged:
+            # A diverged model has no meaningful accuracy: report NaN and the status,
+            # with no checkpoint, and end the trial.
+            reporter.report(metrics, None)
+            return
+        checkpoint = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+        }
+        reporter.report(metrics, checkpoint)
+
+
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, config: Mapping[str, Any]
+) -> tuple[float, float]:
+    """One pass over shuffled mini-batches; returns mean cross-entropy and accuracy.
+
+    The reported loss is the data loss; the L1 penalty only shapes the gradient. A
+    non-finite loss ends the epoch at once and is returned as such.
+    """
+    model.train()
+    batch_size, l1 = int(config["batch_size"]), float(config["l1"])
+    weights = [p for p in model.parameters() if p.dim() > 1] if l1 > 0 else []
+    order = torch.randperm(len(split))
+    total_loss, correct = 0.0, 0
+    for begin in range(0, len(split), batch_size):
+        index = order[begin : begin + batch_size]
+        inputs, targets = split.x[index], split.y[index]
+        logits = model(inputs)
+        loss = nn.functional.cross_entropy(logits, targets)
+        objective = loss + l1 * sum(w.abs().sum() for w in weights) if weights else loss
+        if not torch.isfinite(objective):
+            return math.nan, math.nan
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(index)
+        correct += int((logits.argmax(1) == targets).sum())
+    return total_loss / len(split), correct / len(split)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on `split` (eval mode)."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for begin in range(0, len(split), EVAL_BATCH):
+        inputs = split.x[begin : begin + EVAL_BATCH]
+        targets = split.y[begin : begin + EVAL_BATCH]
+        logits = model(inputs)
+        total_loss += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        correct += int((logits.argmax(1) == targets).sum())
+    return total_loss / len(split), correct / len(split)
+
+
+def evaluate_state(
+    trainable: str,
+    config: Mapping[str, Any],
+    state: Mapping[str, Any],
+    data: DataBundle,
+    split: str = "test",
+) -> dict[str, float]:
+    """Rebuild a trial's model from a checkpoint state and measure it on one split."""
+    model = build_model(trainable, config, data)
+    model.load_state_dict(state["model"])
+    loss, accuracy = evaluate(model, getattr(data, split))
+    return {f"{split}_loss": loss, f"{split}_accuracy": accuracy}

@@ -1,0 +1,50 @@
+"""The Ray Tune side of a trial: checkpoints in and out through `ray.tune` only."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from trainables.data import DataBundle
+from trainables.loop import train
+
+STATE_FILE = "state.pt"
+
+
+class TuneReporter:
+    """`trainables.loop.Reporter` backed by `tune.report` / `tune.get_checkpoint`."""
+
+    def restore(self) -> dict | None:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return torch.load(Path(directory) / STATE_FILE, weights_only=True)
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as directory:
+            torch.save(state, Path(directory) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def run_trial(
+    config: dict[str, Any],
+    data: DataBundle,
+    trainable_name: str,
+    max_epochs: int,
+    threads: int | None = None,
+) -> None:
+    """Function trainable given to Tuner through `tune.with_parameters` (data shipped once)."""
+    train(trainable_name, config, data, TuneReporter(), max_epochs=max_epochs, threads=threads)
+
+
+def load_checkpoint_state(path: str | Path) -> dict:
+    """The state dict saved in a trial checkpoint directory."""
+    return torch.load(Path(path) / STATE_FILE, weights_only=True)
