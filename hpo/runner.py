@@ -47,6 +47,15 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class RunInterrupted(Exception):
+    """A run stopped by Ctrl-C: its state is saved and `hpo run` resumes it."""
+
+
+def all_trials_ended(experiment_dir: Path) -> bool:
+    """True when Tune ended every trial (done, stopped or errored), i.e. the run is over."""
+    return all(t.status in ("TERMINATED", "ERROR") for t in res.load_analysis(experiment_dir).trials)
+
+
 class StudyRunner:
     """Owns one study's results folder; `run()` executes the selected strategy × seed runs."""
 
@@ -82,11 +91,19 @@ class StudyRunner:
         meta.setdefault("started_at", now_iso())
         meta["machine"] = machine_info()
         self._save_meta(meta)
-        for strategy in self.strategies:
-            for seed in self.seeds:
-                meta["runs"][f"{strategy}/seed-{seed}"] = self._run_one(strategy, seed)
+        for strategy, seed in pending:
+            key = f"{strategy}/seed-{seed}"
+            try:
+                meta["runs"][key] = self._run_one(strategy, seed)
+            except (RunInterrupted, KeyboardInterrupt):
+                meta["runs"][key] = res.read_json(
+                    res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER
+                )
                 self._save_meta(meta)
                 self.write_trials_csv()
+                raise KeyboardInterrupt from None
+            self._save_meta(meta)
+            self.write_trials_csv()
         meta["ended_at"] = now_iso()
         self._save_meta(meta)
         return meta
@@ -194,10 +211,15 @@ class StudyRunner:
         tuner = self._tuner(strategy, seed, path, restoring)
         began = time.time()
         grid = tuner.fit()
+        marker["wall_s"] = marker.get("wall_s", 0.0) + time.time() - began
+        if not all_trials_ended(path):
+            # Tune caught Ctrl-C, saved its state and returned: resumable, not finished.
+            marker["status"] = "interrupted"
+            res.write_json_atomic(path / res.RUN_MARKER, marker)
+            raise RunInterrupted(f"{strategy} seed {seed}")
         marker.update(
             status="finished",
             ended_at=now_iso(),
-            wall_s=marker.get("wall_s", 0.0) + time.time() - began,
             errors=sum(1 for r in grid if r.error is not None),
         )
         marker.update(self._summarize(strategy, seed, path, marker))

@@ -32,25 +32,26 @@ def is_log(param: Param) -> bool:
     return param.loguniform is not None
 
 
+def cell_centres(low: float, high: float, points: int) -> np.ndarray:
+    """Centres of `points` equal cells of [low, high]: a grid that never spends a trial on
+    the extreme corners of the domain (for one point, the middle)."""
+    return low + (np.arange(points) + 0.5) * (high - low) / points
+
+
 def discretize(param: Param, points: int) -> list[Any]:
-    """`points` values spread over the domain (log-spaced for log domains, midpoint for 1)."""
+    """`points` values spread evenly over the domain, log-spaced for log domains."""
     if param.choice is not None:
         return list(param.choice)
     if param.randint is not None:
-        low, high = param.randint.low, param.randint.high - 1
-        if points == 1:
-            return [(low + high) // 2]
-        return sorted({int(round(v)) for v in np.linspace(low, high, points)})
+        low, high = param.randint.low, param.randint.high  # integers in [low, high)
+        if points >= high - low:
+            return list(range(low, high))
+        return sorted({int(v) for v in cell_centres(low, high, points)})
     bounds = param.loguniform or param.uniform
     if is_log(param):
-        low, high = math.log(bounds.low), math.log(bounds.high)
-        values = np.exp(np.linspace(low, high, points) if points > 1 else [(low + high) / 2])
+        values = np.exp(cell_centres(math.log(bounds.low), math.log(bounds.high), points))
     else:
-        values = (
-            np.linspace(bounds.low, bounds.high, points)
-            if points > 1
-            else [(bounds.low + bounds.high) / 2]
-        )
+        values = cell_centres(bounds.low, bounds.high, points)
     return [float(f"{v:.6g}") for v in values]
 
 

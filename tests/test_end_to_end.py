@@ -117,3 +117,39 @@ def test_same_seed_samples_the_same_configs(finished, tmp_path):
         return first.groupby("trial_id")[["config/lr", "config/optimizer"]].first().values.tolist()
 
     assert configs(tmp_path / "tiny") == configs(study_dir)
+
+
+def test_ctrl_c_saves_state_and_the_next_run_resumes(tmp_path):
+    import signal
+    import time
+
+    import yaml
+
+    from tests.conftest import TINY_STUDY
+
+    study = {**TINY_STUDY, "strategies": ["random"], "name": "interrupted"}
+    study["budget"] = {"max_epochs": 5, "total_epochs": 200}
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(study))
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "hpo.cli", "run", str(study_file), "--results", str(results)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = results / "interrupted" / "random" / "seed-0"
+    deadline = time.monotonic() + 240
+    while not any(p.stat().st_size for p in run.glob("*/result.json")):  # first epoch reported
+        assert process.poll() is None and time.monotonic() < deadline, "run never reported"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    assert "run the same command again to resume" in stderr.decode()
+    assert json.loads((run / "hpo_run.json").read_text())["status"] == "interrupted"
+
+    done = hpo("run", str(study_file), "--results", str(results))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stdout
+    trials = pd.read_csv(results / "interrupted" / "trials.csv")
+    assert len(trials) == 200 and trials["cum_epochs"].max() == 200  # the full budget, once
+    assert not trials.duplicated(["trial_id", "epoch"]).any()
+    assert json.loads((run / "hpo_run.json").read_text())["status"] == "finished"

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from hpo.space import discretize, grid_size, grid_space, grid_values, tune_space
@@ -34,17 +36,18 @@ def test_tune_domains_keep_bounds_and_log_scale():
 
 
 def test_discretize_is_log_spaced_for_log_domains():
-    values = discretize(p(loguniform={"low": 1e-4, "high": 1e-1}), 4)
-    assert values == [1e-4, 1e-3, 1e-2, 1e-1]
+    values = discretize(p(loguniform={"low": 1e-5, "high": 1e-1}), 4)
+    assert values == pytest.approx([10**-4.5, 10**-3.5, 10**-2.5, 10**-1.5], rel=1e-5)
     ratios = [b / a for a, b in zip(values, values[1:], strict=False)]
     assert all(math.isclose(r, 10.0) for r in ratios)
 
 
 def test_discretize_linear_integer_and_midpoint():
-    assert discretize(p(uniform={"low": 0.0, "high": 0.5}), 3) == [0.0, 0.25, 0.5]
+    assert discretize(p(uniform={"low": 0.0, "high": 0.6}), 3) == [0.1, 0.3, 0.5]
     assert discretize(p(uniform={"low": 0.0, "high": 0.5}), 1) == [0.25]
     assert discretize(p(loguniform={"low": 1e-4, "high": 1e-2}), 1) == [1e-3]
     assert discretize(p(randint={"low": 1, "high": 5}), 10) == [1, 2, 3, 4]  # high exclusive
+    assert discretize(p(randint={"low": 0, "high": 100}), 2) == [25, 75]
 
 
 def test_grid_fits_budget_and_uses_explicit_values():
@@ -70,7 +73,7 @@ def test_grid_respects_how_many_values_a_dimension_has():
     }
     values = grid_values(space, max_trials=7)
     assert values["a"] == [0, 1]
-    assert values["b"] == [0.0, 0.5, 1.0]  # 2 x 3 = 6 fits, 2 x 4 = 8 does not
+    assert values["b"] == pytest.approx([1 / 6, 0.5, 5 / 6], rel=1e-5)  # 2 x 4 would not fit
 
 
 def test_grid_space_marks_every_dimension():
