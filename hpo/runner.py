@@ -51,9 +51,20 @@ class RunInterrupted(Exception):
     """A run stopped by Ctrl-C: its state is saved and `hpo run` resumes it."""
 
 
-def all_trials_ended(experiment_dir: Path) -> bool:
-    """True when Tune ended every trial (done, stopped or errored), i.e. the run is over."""
-    return all(t.status in ("TERMINATED", "ERROR") for t in res.load_analysis(experiment_dir).trials)
+def run_complete(experiment_dir: Path, total_epochs: int) -> bool:
+    """Did `Tuner.fit` return because the run is over, or because of Ctrl-C?
+
+    After Ctrl-C, Tune saves its state and returns normally, with unfinished trials still
+    PENDING/PAUSED/RUNNING in the saved state. A run is over when its epoch budget is
+    spent (Tune does not re-save trials that the final stop-all ended, so their saved
+    status may be stale) or when every saved trial has ended.
+    """
+    from hpo.strategies.budget import epochs_on_disk
+
+    if sum(epochs_on_disk(experiment_dir).values()) >= total_epochs:
+        return True
+    trials = res.load_analysis(experiment_dir).trials
+    return all(t.status in ("TERMINATED", "ERROR") for t in trials)
 
 
 class StudyRunner:
@@ -212,7 +223,7 @@ class StudyRunner:
         began = time.time()
         grid = tuner.fit()
         marker["wall_s"] = marker.get("wall_s", 0.0) + time.time() - began
-        if not all_trials_ended(path):
+        if not run_complete(path, self.study.budget.total_epochs):
             # Tune caught Ctrl-C, saved its state and returned: resumable, not finished.
             marker["status"] = "interrupted"
             res.write_json_atomic(path / res.RUN_MARKER, marker)

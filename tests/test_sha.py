@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from hpo.strategies.sha import (
+from hpo.strategies.successive_halving import (
     SynchronousSuccessiveHalving,
     bracket_cost,
     rung_plan,
@@ -92,6 +92,11 @@ def test_promotes_exactly_the_best_of_each_rung(ray_session, tmp_path):
     # trial 6 resumed from checkpoints: its reported epochs are 1..9 with no repeats
     sixth = next(r for r in grid if r.config["curve"] == 6)
     assert list(sixth.metrics_dataframe["epoch"]) == list(range(1, 10))
+    # the state on disk agrees: stopped trials stay stopped when Tuner.restore reads it
+    from hpo.results import load_analysis
+
+    saved = {t.trial_id: t.status for t in load_analysis(tmp_path / "sha").trials}
+    assert set(saved.values()) == {"TERMINATED"}
 
 
 @pytest.mark.timeout(300)

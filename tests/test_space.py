@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from hpo.space import discretize, grid_size, grid_space, grid_values, tune_space

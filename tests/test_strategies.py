@@ -9,7 +9,7 @@ import pytest
 from hpo.spec import parse_study
 from hpo.strategies import STRATEGIES
 from hpo.strategies.budget import EpochBudget
-from hpo.strategies.sha import SynchronousSuccessiveHalving, bracket_cost, rung_plan
+from hpo.strategies.successive_halving import SynchronousSuccessiveHalving, bracket_cost, rung_plan
 
 
 @pytest.fixture

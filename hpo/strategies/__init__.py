@@ -11,7 +11,11 @@ from typing import Any
 
 from hpo import space as spaces
 from hpo.spec import Study
-from hpo.strategies.sha import SynchronousSuccessiveHalving, rung_plan, trials_for_budget
+from hpo.strategies.successive_halving import (
+    SynchronousSuccessiveHalving,
+    rung_plan,
+    trials_for_budget,
+)
 
 
 @dataclass
@@ -99,7 +103,7 @@ def asha(study: Study, seed: int) -> TunerPlan:
 
 
 def hyperband(study: Study, seed: int) -> TunerPlan:
-    from hpo.strategies.hyperband import CappedHyperBand
+    from hpo.strategies.capped_hyperband import CappedHyperBand
 
     b = study.budget
     scheduler = CappedHyperBand(

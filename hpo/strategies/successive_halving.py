@@ -54,6 +54,33 @@ def at_running_limit(tune_controller: TuneController, max_running: int | None) -
     return running >= max_running
 
 
+def stop_trial(tune_controller: TuneController, trial: Trial) -> None:
+    """Stop a trial from a scheduler and make sure the saved experiment state says so.
+
+    Ray Tune 2.60 re-saves only the trials it marked as changed; a PAUSED trial stopped by
+    a scheduler is not marked, so the state on disk would still say PAUSED and
+    `Tuner.restore` would train a trial that successive halving had already discarded.
+    """
+    tune_controller.stop_trial(trial)
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)  # unwrap
+    mark = getattr(controller, "_mark_trial_to_checkpoint", None)
+    if mark is not None:
+        mark(trial)
+
+
+class MarkingController:
+    """Proxy for Ray's own schedulers (Hyperband): its `stop_trial` is `stop_trial` above."""
+
+    def __init__(self, tune_controller: TuneController):
+        self._controller = tune_controller
+
+    def stop_trial(self, trial: Trial) -> None:
+        stop_trial(self._controller, trial)
+
+    def __getattr__(self, name: str):
+        return getattr(self._controller, name)
+
+
 class SynchronousSuccessiveHalving(FIFOScheduler):
     """One synchronous successive-halving bracket over `num_trials` trials."""
 
@@ -161,7 +188,7 @@ class SynchronousSuccessiveHalving(FIFOScheduler):
         self._members, self._scores = set(winners), {}
         for trial in losers:
             if trial is not current:
-                tune_controller.stop_trial(trial)
+                stop_trial(tune_controller, trial)
         for trial in winners:
             if trial is not current:
                 self._to_resume.add(trial)
