@@ -215,7 +215,12 @@ class StudyRunner:
         restoring = tune.Tuner.can_restore(str(path))
         if not restoring:
             shutil.rmtree(path, ignore_errors=True)
-            marker = {"strategy": strategy, "seed": seed, "started": time.time()}
+            marker = {
+                "strategy": strategy,
+                "seed": seed,
+                "started": time.time(),
+                "data_sizes": self._data(seed).sizes(),
+            }
         marker.update(status="running", started_at=marker.get("started_at", now_iso()))
         res.write_json_atomic(path / res.RUN_MARKER, marker)
         self.echo(f"{strategy:>9} seed {seed}: {'resuming' if restoring else 'running'} …")
