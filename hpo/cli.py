@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
@@ -49,30 +50,121 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "validate": (cmd_validate, "check a study file and print it resolved"),
-    "run": (cmd_run, "run every strategy × seed of a study on Ray Tune"),
+def cmd_export(args: argparse.Namespace) -> int:
+    from hpo.export import export
+
+    written = export(
+        args.results_dir,
+        strategy=args.strategy,
+        seed=args.seed,
+        fmt=args.format,
+        out=args.out,
+        as_study_file=args.as_study,
+    )
+    print(written)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from hpo.retrain import retrain
+
+    out = retrain(
+        args.file,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        out=args.out,
+        train_only=args.train_only,
+        address=args.address,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    accuracy = metrics["test_accuracy"]
+    if accuracy["mean"] is not None:
+        seeds = len(args.seeds)
+        print(f"test accuracy {accuracy['mean']:.4f} ± {accuracy['std']:.4f} over {seeds} seeds")
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hpo.retrain import predict
+
+    measured = predict(args.model_dir, args.dataset)
+    print(
+        f"test accuracy {measured['test_accuracy']:.4f} on {measured['samples']} held-out "
+        f"{measured['dataset']} samples (split seed {measured['split_seed']})"
+    )
+    return 0
+
+
+def _study_file(command: argparse.ArgumentParser) -> None:
+    command.add_argument("file", help="study YAML file")
+
+
+def _run_arguments(command: argparse.ArgumentParser) -> None:
+    _study_file(command)
+    command.add_argument("--strategies", type=_csv_list, help="subset, e.g. random,asha")
+    command.add_argument("--seeds", type=_seed_list, help="subset, e.g. 0,1")
+    command.add_argument("--results", default="results", help="results root (default: results)")
+    command.add_argument("--address", help="existing Ray cluster (auto, host:port, ray://…)")
+    command.add_argument("--fresh", action="store_true", help="discard these runs and start over")
+
+
+def _export_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("results_dir", help="a study's results folder, e.g. results/digits_cnn")
+    command.add_argument("--strategy", default="best", help="a strategy name, or best (default)")
+    command.add_argument("--seed", type=int, help="that strategy's seed (default: its best run)")
+    command.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    command.add_argument("--out", help="file to write (default: in the results folder)")
+    command.add_argument(
+        "--as-study", action="store_true", help="write a one-trial study file for hpo run"
+    )
+
+
+def _retrain_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("file", help="a file written by hpo export")
+    command.add_argument("--epochs", type=int, help="default: the epoch of the best validation")
+    command.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="default: 0,1,2")
+    command.add_argument("--out", help="output folder (default: beside the export file)")
+    command.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train on train only and keep the best-validation epoch (early stopping)",
+    )
+    command.add_argument("--address", help="existing Ray cluster")
+
+
+def _predict_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("model_dir", help="a folder written by hpo retrain")
+    command.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
+
+
+Command = tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
+COMMANDS: dict[str, Command] = {
+    "validate": (cmd_validate, "check a study file and print it resolved", _study_file),
+    "run": (cmd_run, "run every strategy × seed of a study on Ray Tune", _run_arguments),
+    "export": (
+        cmd_export,
+        "write a study's selected config with its provenance",
+        _export_arguments,
+    ),
+    "retrain": (
+        cmd_retrain,
+        "retrain an exported config and measure it on test",
+        _retrain_arguments,
+    ),
+    "predict": (
+        cmd_predict,
+        "measure a retrained model on its held-out test set",
+        _predict_arguments,
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("file", help="study YAML file")
-        if name == "run":
-            command.add_argument("--strategies", type=_csv_list, help="subset, e.g. random,asha")
-            command.add_argument("--seeds", type=_seed_list, help="subset, e.g. 0,1")
-            command.add_argument(
-                "--results", default="results", help="results root (default: results)"
-            )
-            command.add_argument(
-                "--address", help="existing Ray cluster (auto, host:port, ray://…)"
-            )
-            command.add_argument(
-                "--fresh", action="store_true", help="discard these runs and start over"
-            )
+    for name, (_, help_text, add_arguments) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
 

@@ -47,6 +47,24 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def init_ray(address: str | None = None) -> None:
+    """Connect to `address` (an existing cluster) or start Ray locally on loopback."""
+    import ray
+
+    quiet_ray()
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    else:
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="WARNING",
+            _node_ip_address="127.0.0.1",  # a local study listens on loopback only
+        )
+
+
 class RunInterrupted(Exception):
     """A run stopped by Ctrl-C: its state is saved and `hpo run` resumes it."""
 
@@ -97,7 +115,7 @@ class StudyRunner:
         if not pending:
             self.echo("every selected run finished earlier: nothing to do")
             return meta  # a finished study is left exactly as it was
-        self._init_ray(address)
+        init_ray(address)
         meta["ended_at"] = None
         meta.setdefault("started_at", now_iso())
         meta["machine"] = machine_info()
@@ -177,22 +195,6 @@ class StudyRunner:
 
     def _save_meta(self, meta: dict[str, Any]) -> None:
         res.write_json_atomic(self.directory / "study.json", meta)
-
-    def _init_ray(self, address: str | None) -> None:
-        import ray
-
-        quiet_ray()
-        if ray.is_initialized():
-            return
-        if address:
-            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-        else:
-            ray.init(
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level="WARNING",
-                _node_ip_address="127.0.0.1",  # a local study listens on loopback only
-            )
 
     def _data(self, seed: int):
         from trainables.data import load_dataset
