@@ -138,7 +138,13 @@ def trial_status(ray_status: str, rows: pd.DataFrame, max_epochs: int, run_finis
 
 
 def best_row(frame: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
-    """The epoch with the best finite validation metric (ties: the earliest in the run)."""
+    """The epoch with the best finite validation metric (ties: the earliest in the run).
+
+    Trials that diverged or errored are never selected, even by an epoch that looked good
+    before they failed: a config that is unstable is not the one to hand to a user.
+    """
+    if "status" in frame:
+        frame = frame[~frame["status"].isin([DIVERGED, ERRORED])]
     finite = frame[frame[metric].map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))]
     if finite.empty:
         return None

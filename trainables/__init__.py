@@ -70,6 +70,13 @@ DATASETS: dict[str, str] = {
 }
 
 
+def load_model(directory):
+    """The model saved by `hpo retrain` in `directory`, in eval mode (see trainables.saved)."""
+    from trainables.saved import load_model as load
+
+    return load(directory)
+
+
 def resolve(reference: str):
     """Import "module:function" lazily (heavy imports happen only when used)."""
     import importlib
@@ -78,4 +85,4 @@ def resolve(reference: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
-__all__ = ["DATASETS", "EPOCH_METRICS", "TRAINABLES", "TrainableInfo", "resolve"]
+__all__ = ["DATASETS", "EPOCH_METRICS", "TRAINABLES", "TrainableInfo", "load_model", "resolve"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -34,8 +34,15 @@ def full_config(trainable: str, config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_model(trainable: str, config: Mapping[str, Any], data: DataBundle) -> nn.Module:
+    return build_model_for(trainable, config, data.input_shape, data.num_classes)
+
+
+def build_model_for(
+    trainable: str, config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+) -> nn.Module:
+    """The trainable's model for inputs of `input_shape` (no batch dimension)."""
     builder = resolve(TRAINABLES[trainable].model_builder)
-    return builder(full_config(trainable, config), data.input_shape, data.num_classes)
+    return builder(full_config(trainable, config), tuple(input_shape), num_classes)
 
 
 def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -1,0 +1,327 @@
+"""Retrain an exported config and measure it once on the held-out test set (`hpo retrain`),
+and re-measure a saved model (`hpo predict`).
+
+Each seed trains through the same loop as a study trial, as a Ray task with a trial's
+resources, so a retrain runs on a cluster exactly like a study does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpo.export import KIND
+from hpo.spec import StudyError
+
+REQUIRED = ("trainable", "dataset", "config", "validation", "study", "strategy", "seed")
+
+
+def load_export(path: str | Path) -> dict[str, Any]:
+    """Read an `hpo export` file (YAML or JSON); StudyError names what is wrong."""
+    from trainables import DATASETS, TRAINABLES
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such export file") from None
+    except yaml.YAMLError as error:
+        raise StudyError(f"{path}: invalid YAML/JSON ({error.__class__.__name__})") from None
+    if not isinstance(document, dict) or document.get("kind") != KIND:
+        raise StudyError(f"{path}: not an hpo export (expected kind: {KIND}; see hpo export)")
+    missing = [key for key in REQUIRED if key not in document]
+    if missing:
+        raise StudyError(f"{path}: {missing[0]}: required field is missing")
+    if document["trainable"] not in TRAINABLES:
+        raise StudyError(f"{path}: trainable: unknown trainable {document['trainable']!r}")
+    if document["dataset"].get("name") not in DATASETS:
+        raise StudyError(
+            f"{path}: dataset.name: unknown dataset {document['dataset'].get('name')!r}"
+        )
+    return document
+
+
+def training_bundle(data, train_only: bool):
+    """Train+validation merged (the default: more data for the final model), or train only."""
+    import torch
+
+    from trainables.data import DataBundle, Split
+
+    if train_only:
+        return data
+    merged = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
+    return DataBundle(data.name, merged, data.val, data.test, data.num_classes)
+
+
+class KeepingReporter:
+    """Keeps every epoch's metrics and the state to evaluate: the last one, or (train-only
+    mode) the one with the best validation metric — early stopping by checkpoint."""
+
+    def __init__(self, metric: str | None, mode: str):
+        self.metric, self.mode = metric, mode
+        self.rows: list[dict[str, Any]] = []
+        self.state: dict | None = None
+        self.selected_epoch = 0
+        self._best = -math.inf
+
+    def restore(self) -> None:
+        return None
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        self.rows.append({k: v for k, v in metrics.items() if k != "report_time"})
+        if state is None:
+            return
+        if self.metric is None:
+            self.state, self.selected_epoch = state, metrics["epoch"]
+            return
+        score = metrics[self.metric] if self.mode == "max" else -metrics[self.metric]
+        if score > self._best:
+            self._best, self.state, self.selected_epoch = score, state, metrics["epoch"]
+
+
+def retrain_seed(
+    document: dict[str, Any], data, seed: int, epochs: int, train_only: bool, threads: int
+) -> dict[str, Any]:
+    """Train one seed and evaluate its selected state on the test split (runs in Ray)."""
+    from trainables.loop import evaluate_state, train
+
+    reporter = KeepingReporter(
+        document["validation"]["metric"] if train_only else None, document["validation"]["mode"]
+    )
+    config = {**document["config"], "seed": seed}
+    began = time.perf_counter()
+    train(
+        document["trainable"],
+        config,
+        training_bundle(data, train_only),
+        reporter,
+        max_epochs=epochs,
+        threads=threads,
+    )
+    outcome: dict[str, Any] = {
+        "seed": seed,
+        "epochs": len(reporter.rows),
+        "selected_epoch": reporter.selected_epoch,
+        "wall_s": time.perf_counter() - began,
+        "curve": reporter.rows,
+        "state": None,
+    }
+    if reporter.rows and reporter.rows[-1]["diverged"]:
+        return {**outcome, "status": "diverged", "test_accuracy": None, "test_loss": None}
+    measured = evaluate_state(document["trainable"], config, reporter.state, data)
+    return {**outcome, "status": "finished", **measured, "state": reporter.state["model"]}
+
+
+def retrain(
+    export_file: str | Path,
+    epochs: int | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    out: str | Path | None = None,
+    train_only: bool = False,
+    address: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Retrain every seed, then write metrics.json, model.pt/model.json and curve.png."""
+    import ray
+
+    from hpo.runner import init_ray
+    from trainables.data import load_dataset
+
+    document = load_export(export_file)
+    epochs = int(epochs or document["validation"]["epoch"])
+    if epochs < 1:
+        raise StudyError("--epochs: expected a positive number of epochs")
+    out = Path(out) if out else Path(export_file).parent / f"retrain-{Path(export_file).stem}"
+    spec = document["dataset"]
+    data = load_dataset(
+        spec["name"], spec["val_fraction"], spec["test_fraction"], spec["split_seed"]
+    )
+    resources = document.get("resources") or {"cpu": 1, "gpu": 0}
+    init_ray(address)
+    task = ray.remote(retrain_seed).options(
+        num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0)
+    )
+    data_ref = ray.put(data)
+    threads = max(1, int(resources.get("cpu", 1)))
+    on = "train only" if train_only else "train+validation"
+    echo(
+        f"retraining {document['strategy']} seed {document['seed']} config on {on}: "
+        f"{len(seeds)} seeds × {epochs} epochs"
+    )
+    pending = {
+        task.remote(document, data_ref, seed, epochs, train_only, threads): seed for seed in seeds
+    }
+    outcomes = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        outcome = ray.get(done[0])
+        pending.pop(done[0])
+        outcomes.append(outcome)
+        accuracy = outcome["test_accuracy"]
+        echo(
+            f"  seed {outcome['seed']}: {outcome['status']}, test accuracy "
+            f"{'n/a' if accuracy is None else f'{accuracy:.4f}'} ({outcome['epochs']} epochs, "
+            f"{outcome['wall_s']:.1f} s)"
+        )
+    outcomes.sort(key=lambda o: list(seeds).index(o["seed"]))
+    return write_outputs(out, document, outcomes, data, epochs, train_only, export_file)
+
+
+def _mean_std(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "std": None}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def write_outputs(
+    out: Path,
+    document: dict[str, Any],
+    outcomes: list[dict[str, Any]],
+    data,
+    epochs: int,
+    train_only: bool,
+    export_file: str | Path,
+) -> Path:
+    """Everything goes to a temporary folder first and replaces `out` in one rename."""
+    import pandas as pd
+
+    from trainables.saved import save_model
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        finished = [o for o in outcomes if o["status"] == "finished"]
+        for outcome in finished:
+            model = _model_from_state(document, outcome["state"], data)
+            save_model(
+                staging / f"seed-{outcome['seed']}",
+                model,
+                trainable=document["trainable"],
+                config={**document["config"], "seed": outcome["seed"]},
+                input_shape=data.input_shape,
+                num_classes=data.num_classes,
+                dataset=document["dataset"],
+                extra={"test_accuracy": outcome["test_accuracy"], "seed": outcome["seed"]},
+            )
+        if finished:  # the first finished seed is also the folder's own model
+            for name in ("model.pt", "model.json"):
+                shutil.copy(staging / f"seed-{finished[0]['seed']}" / name, staging / name)
+        metrics = {
+            "export": str(export_file),
+            "study": document["study"],
+            "strategy": document["strategy"],
+            "trial_id": document["trial_id"],
+            "trainable": document["trainable"],
+            "dataset": document["dataset"],
+            "config": document["config"],
+            "trained_on": "train" if train_only else "train+val",
+            "epochs": epochs,
+            "seeds": [
+                {k: v for k, v in o.items() if k not in ("curve", "state")} for o in outcomes
+            ],
+            "test_accuracy": _mean_std([o["test_accuracy"] for o in finished]),
+            "test_loss": _mean_std([o["test_loss"] for o in finished]),
+            "wall_s": sum(o["wall_s"] for o in outcomes),
+            "model": {"seed": finished[0]["seed"], "weights": "model.pt"} if finished else None,
+            "study_test_accuracy": document.get("test", {}).get("accuracy"),
+        }
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        plot_curves(outcomes, staging / "curve.png", train_only)
+        curves = [{"seed": o["seed"], **row} for o in outcomes for row in o["curve"]]
+        pd.DataFrame(curves).to_csv(staging / "curves.csv", index=False)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _model_from_state(document: dict[str, Any], state: dict, data):
+    from trainables.loop import build_model
+
+    model = build_model(document["trainable"], document["config"], data)
+    model.load_state_dict(state)
+    return model
+
+
+def plot_curves(outcomes: list[dict[str, Any]], path: Path, train_only: bool) -> None:
+    """Training loss and accuracy per epoch, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for outcome in outcomes:
+        epochs = [row["epoch"] for row in outcome["curve"]]
+        loss_ax.plot(
+            epochs,
+            [row["train_loss"] for row in outcome["curve"]],
+            label=f"seed {outcome['seed']} train",
+        )
+        acc_ax.plot(
+            epochs,
+            [row["train_accuracy"] for row in outcome["curve"]],
+            label=f"seed {outcome['seed']} train",
+        )
+        if train_only:
+            acc_ax.plot(
+                epochs,
+                [row["val_accuracy"] for row in outcome["curve"]],
+                "--",
+                label=f"seed {outcome['seed']} validation",
+            )
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Training loss")
+    title = "Training and validation accuracy" if train_only else "Training accuracy"
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title=title)
+    for ax in (loss_ax, acc_ax):
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def predict(directory: str | Path, dataset: str | None = None) -> dict[str, Any]:
+    """Load a retrained model and measure it on its dataset's held-out test split."""
+    from trainables import DATASETS
+    from trainables.data import load_dataset
+    from trainables.loop import evaluate
+    from trainables.saved import describe_model, load_model
+
+    try:
+        description = describe_model(directory)
+    except FileNotFoundError as error:
+        raise StudyError(str(error)) from None
+    spec = dict(description["dataset"])
+    name = dataset or spec["name"]
+    if name not in DATASETS:
+        raise StudyError(f"--dataset: unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    data = load_dataset(name, spec["val_fraction"], spec["test_fraction"], spec["split_seed"])
+    if list(data.input_shape) != list(description["input_shape"]):
+        raise StudyError(
+            f"--dataset: {name} inputs have shape {list(data.input_shape)}, the model expects "
+            f"{description['input_shape']}"
+        )
+    loss, accuracy = evaluate(load_model(directory), data.test)
+    return {
+        "dataset": name,
+        "split_seed": spec["split_seed"],
+        "samples": len(data.test),
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+    }
