@@ -1,0 +1,12 @@
+"""The comparison report: a study's saved results → one self-contained HTML page.
+
+`build_report(study_dir)` reads `study.json` and `trials.csv` (never a live Tuner) and
+writes `<study_dir>/report/index.html` with the figures (PNG) and tables (CSV) beside it.
+`tables` computes, `figures` draws, `html` writes; `build` puts them together.
+"""
+
+from __future__ import annotations
+
+from hpo.report.build import build_report, load_results
+
+__all__ = ["build_report", "load_results"]

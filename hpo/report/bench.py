@@ -1,0 +1,241 @@
+"""How long `build_report` takes on a large study: a synthetic results folder in the real
+format (study.json + trials.csv as `hpo run` writes them), then one timed report.
+
+    .venv/bin/python -m hpo.report.bench              # 1,000 trials × 30 epochs
+    .venv/bin/python -m hpo.report.bench --trials 200 --epochs 10 --keep /tmp/synthetic
+
+`synthetic_study` is also what the fast report tests build their folders with: no Ray,
+no training, seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpo.report import build_report
+from hpo.report.tables import STRATEGY_ORDER
+
+SPACE: dict[str, Any] = {
+    "lr": {"loguniform": {"low": 1.0e-4, "high": 0.1}},
+    "optimizer": {"choice": ["sgd", "momentum", "adam"]},
+    "dropout": {"uniform": {"low": 0.0, "high": 0.5}},
+    "batch_size": {"choice": [32, 64, 128]},
+    "kernel_size": {"randint": {"low": 2, "high": 6}},
+    "batch_norm": {"choice": [True, False]},
+}
+FIXED: dict[str, Any] = {"conv_layers": 2, "activation": "relu"}
+SIZES = {"train": 1078, "val": 359, "test": 360}
+
+
+def _config(rng: np.random.Generator) -> dict[str, Any]:
+    return {
+        "lr": float(math.exp(rng.uniform(math.log(1e-4), math.log(0.1)))),
+        "optimizer": str(rng.choice(SPACE["optimizer"]["choice"])),
+        "dropout": float(rng.uniform(0.0, 0.5)),
+        "batch_size": int(rng.choice(SPACE["batch_size"]["choice"])),
+        "kernel_size": int(rng.integers(2, 6)),
+        "batch_norm": bool(rng.integers(0, 2)),
+        **FIXED,
+    }
+
+
+def _curve(config: dict[str, Any], epochs: int, rng: np.random.Generator) -> np.ndarray:
+    """A plausible validation-accuracy curve: its ceiling and speed depend on the config
+    (best near lr = 3e-3 with adam), plus noise."""
+    distance = abs(math.log10(config["lr"]) - math.log10(3e-3))
+    ceiling = 0.99 - 0.12 * distance**2 - (0.04 if config["optimizer"] == "sgd" else 0.0)
+    ceiling = float(np.clip(ceiling - 0.05 * config["dropout"], 0.12, 0.995))
+    speed = 2.0 + 6.0 * distance + (4.0 if config["optimizer"] == "sgd" else 0.0)
+    epoch = np.arange(1, epochs + 1)
+    values = ceiling - (ceiling - 0.1) * np.exp(-epoch / speed) + rng.normal(0, 0.01, epochs)
+    return np.clip(values, 0.0, 1.0)
+
+
+def synthetic_study(
+    directory: str | Path,
+    trials: int = 1000,
+    epochs: int = 30,
+    strategies: Sequence[str] = STRATEGY_ORDER,
+    seeds: Sequence[int] = (0, 1),
+    diverged_fraction: float = 0.02,
+    seed: int = 0,
+) -> Path:
+    """Write `<directory>/synthetic/{study.json,trials.csv}` with `trials` trials spread
+    over strategies × seeds, each reporting up to `epochs` epochs (a diverged trial
+    stops with NaN metrics), two at a time per run, and return the study folder."""
+    rng = np.random.default_rng(seed)
+    study_dir = Path(directory) / "synthetic"
+    study_dir.mkdir(parents=True, exist_ok=True)
+    runs = [(s, k) for s in strategies for k in seeds]
+    per_run = np.full(len(runs), trials // len(runs))
+    per_run[: trials % len(runs)] += 1
+    frames, markers = [], {}
+    clock = 1.8e9
+    for (strategy, run_seed), count in zip(runs, per_run, strict=True):
+        started = clock
+        slots = [started + 5.0, started + 5.0]  # two trials at a time, after a start-up
+        rows = []
+        for index in range(int(count)):
+            config = _config(rng)
+            curve = _curve(config, epochs, rng)
+            diverges = rng.random() < diverged_fraction
+            reported = int(rng.integers(1, epochs + 1)) if diverges else epochs
+            slot = int(np.argmin(slots))
+            for epoch in range(1, reported + 1):
+                slots[slot] += float(rng.uniform(0.05, 0.3))
+                broken = diverges and epoch == reported
+                accuracy = np.nan if broken else float(curve[epoch - 1])
+                rows.append(
+                    {
+                        "trial_id": f"{strategy[:2]}{run_seed}_{index:05d}",
+                        "status": "diverged" if diverges else "finished",
+                        "epoch": epoch,
+                        "train_loss": np.nan if broken else 2.3 * (1 - accuracy) + 0.01,
+                        "train_accuracy": np.nan if broken else min(1.0, accuracy + 0.01),
+                        "val_loss": np.nan if broken else 2.3 * (1 - accuracy) + 0.05,
+                        "val_accuracy": accuracy,
+                        "lr": config["lr"],
+                        "epoch_time_s": 0.1,
+                        "diverged": broken,
+                        "report_time": slots[slot],
+                        "node_ip": "127.0.0.1",
+                        **{f"config/{k}": v for k, v in config.items()},
+                    }
+                )
+        frame = pd.DataFrame(rows).sort_values("report_time", kind="stable")
+        frame.insert(0, "seed", run_seed)
+        frame.insert(0, "strategy", strategy)
+        frame["cum_epochs"] = np.arange(1, len(frame) + 1)
+        frame["wall_s"] = frame["report_time"] - started
+        frames.append(frame)
+        clock = float(frame["report_time"].max()) + 1.0
+        markers[f"{strategy}/seed-{run_seed}"] = _marker(strategy, run_seed, started, frame)
+    pd.concat(frames, ignore_index=True).to_csv(study_dir / "trials.csv", index=False)
+    meta = {
+        "study": _study(strategies, seeds, trials, epochs),
+        "study_file": "synthetic (hpo.report.bench)",
+        "study_hash": "0" * 64,
+        "versions": _versions(),
+        "machine": {"hostname": "synthetic", "cpus": os.cpu_count(), "gpus": 0},
+        "started_at": _iso(1.8e9),
+        "ended_at": _iso(clock),
+        "runs": markers,
+    }
+    (study_dir / "study.json").write_text(json.dumps(meta, indent=2, allow_nan=True))
+    return study_dir
+
+
+def _marker(strategy: str, seed: int, started: float, frame: pd.DataFrame) -> dict[str, Any]:
+    """The run's entry in study.json, with its best trial selected as the runner does."""
+    finite = frame.dropna(subset=["val_accuracy"])
+    best = finite.sort_values(["val_accuracy", "cum_epochs"], ascending=[False, True]).iloc[0]
+    ended = float(frame["report_time"].max())
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "started": started,
+        "status": "finished",
+        "started_at": _iso(started),
+        "ended_at": _iso(ended),
+        "wall_s": ended - started,
+        "errors": 0,
+        "data_sizes": SIZES,
+        "trials": int(frame["trial_id"].nunique()),
+        "epochs": len(frame),
+        "statuses": frame.groupby("trial_id")["status"].first().value_counts().to_dict(),
+        "best": {
+            "trial_id": best["trial_id"],
+            "epoch": int(best["epoch"]),
+            "cum_epochs": int(best["cum_epochs"]),
+            "val_accuracy": float(best["val_accuracy"]),
+            "config": {
+                k.removeprefix("config/"): (v.item() if hasattr(v, "item") else v)
+                for k, v in best.items()
+                if k.startswith("config/")
+            },
+            "test_loss": 0.2,
+            "test_accuracy": float(best["val_accuracy"]) - 0.01,
+            "checkpoint_epoch": int(best["epoch"]),
+        },
+    }
+
+
+def _study(strategies: Sequence[str], seeds: Sequence[int], trials: int, epochs: int) -> dict:
+    return {
+        "name": "synthetic",
+        "description": f"synthetic results: {trials} trials × {epochs} epochs (benchmark)",
+        "trainable": "cnn",
+        "dataset": {
+            "name": "digits",
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+            "split_seed": None,
+        },
+        "fixed": FIXED,
+        "space": SPACE,
+        "metric": {"name": "val_accuracy", "mode": "max"},
+        "budget": {
+            "max_epochs": epochs,
+            "min_epochs": 1,
+            "reduction_factor": 3,
+            "total_epochs": trials * epochs // max(len(strategies) * len(seeds), 1),
+            "time_limit_s": None,
+        },
+        "strategies": list(strategies),
+        "seeds": list(seeds),
+        "resources": {"cpu": 1.0, "gpu": 0.0},
+        "max_concurrent_trials": 2,
+        "max_failures": 0,
+    }
+
+
+def _versions() -> dict[str, str]:
+    from hpo.runner import package_versions
+
+    return package_versions()
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpo.report.bench", description=__doc__)
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--cpus", type=int, default=2, help="pin to this many CPUs (Linux)")
+    parser.add_argument("--keep", help="write the synthetic study here and keep it")
+    args = parser.parse_args(argv)
+    if args.cpus and hasattr(os, "sched_setaffinity"):
+        available = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, available[: args.cpus])
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.keep or scratch)
+        study_dir = synthetic_study(root, trials=args.trials, epochs=args.epochs)
+        rows = len(pd.read_csv(study_dir / "trials.csv"))
+        began = time.perf_counter()
+        page = build_report(study_dir)
+        seconds = time.perf_counter() - began
+        print(
+            f"build_report: {args.trials} trials × {args.epochs} epochs ({rows} rows), "
+            f"{cpus} CPUs: {seconds:.1f} s; index.html {page.stat().st_size / 1e6:.1f} MB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

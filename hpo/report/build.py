@@ -1,0 +1,722 @@
+"""`build_report`: a study's saved results → `<study>/report/` (index.html, PNG, CSV).
+
+Reads only study.json and trials.csv, so it works on results copied from another
+machine and on a study that is still running or partly failed (the page says so at
+the top). Compute (tables) → draw (figures) → write (html); every number shown comes
+from `tables`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpo.report import figures as fig
+from hpo.report import html as h
+from hpo.report import tables as tab
+from hpo.spec import StudyError
+
+REPORT_DIR = "report"
+EXPECTED = "expected the results folder of `hpo run`, holding study.json and trials.csv"
+REQUIRED_COLUMNS = ("strategy", "seed", "trial_id", "status", "epoch", "cum_epochs", "wall_s")
+TOP_TRIALS = 30  # trials shown in the parallel-coordinates view
+SECTION_IDS = (
+    "study",
+    "leaderboard",
+    "anytime",
+    "time-to-target",
+    "statistics",
+    "learning-curves",
+    "hyperparameters",
+    "best-configs",
+)
+
+
+@dataclass
+class Results:
+    """What the report reads: study.json (as saved) and trials.csv."""
+
+    directory: Path
+    meta: dict[str, Any]
+    trials: pd.DataFrame
+
+    @property
+    def study(self) -> dict[str, Any]:
+        return self.meta["study"]
+
+    @property
+    def metric(self) -> str:
+        return self.study["metric"]["name"]
+
+    @property
+    def mode(self) -> str:
+        return self.study["metric"]["mode"]
+
+
+def load_results(study_dir: str | Path) -> Results:
+    """study.json and trials.csv of a results folder, or a StudyError that names the
+    folder and what was expected there."""
+    directory = Path(study_dir)
+    if not directory.is_dir():
+        raise StudyError(f"{directory}: no such folder ({EXPECTED})")
+    meta_file = directory / "study.json"
+    if not meta_file.is_file():
+        raise StudyError(f"{directory}: no study.json ({EXPECTED})")
+    try:
+        meta = json.loads(meta_file.read_text())
+        metric = meta["study"]["metric"]
+        if metric["mode"] not in ("max", "min") or not metric["name"]:
+            raise ValueError(f"metric {metric!r}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise StudyError(f"{meta_file}: not a study.json written by `hpo run` ({error})") from None
+    trials_file = directory / "trials.csv"
+    try:
+        trials = pd.read_csv(trials_file) if trials_file.is_file() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        trials = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise StudyError(f"{trials_file}: unreadable CSV ({error})") from None
+    if trials.empty:
+        raise StudyError(
+            f"{directory}: no trial has reported yet (trials.csv is missing or empty); "
+            "run the report once a run has finished or been interrupted"
+        )
+    missing = [c for c in (*REQUIRED_COLUMNS, metric["name"]) if c not in trials]
+    if missing:
+        raise StudyError(f"{trials_file}: missing columns {missing} ({EXPECTED})")
+    return Results(directory, meta, trials)
+
+
+def build_report(study_dir: str | Path) -> Path:
+    """Write `<study_dir>/report/index.html` (self-contained), with the figures as PNG
+    and the tables as CSV beside it, and return the path of index.html."""
+    results = load_results(study_dir)
+    out = results.directory / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    report = compute(results)
+    for name, frame in report.csv_tables().items():
+        frame.to_csv(out / name, index=False)
+    pngs = {name: fig.png_bytes(figure) for name, figure in draw(report).items()}
+    for name, data in pngs.items():
+        (out / name).write_bytes(data)
+    _write_text_atomic(out / "index.html", render(report, pngs))
+    return out / "index.html"
+
+
+# ----------------------------------------------------------------- compute
+@dataclass
+class Report:
+    """Every table the report shows, computed once from the saved results."""
+
+    results: Results
+    runs_meta: pd.DataFrame
+    runs: pd.DataFrame
+    leaderboard: pd.DataFrame
+    curves: pd.DataFrame
+    trial_table: pd.DataFrame
+    targets: pd.DataFrame
+    time_to_target: pd.DataFrame
+    time_to_target_runs: pd.DataFrame
+    pairwise: pd.DataFrame
+    best_configs: pd.DataFrame
+    importance: pd.DataFrame
+    importance_note: str
+    coordinates: pd.DataFrame
+    status_counts: dict[str, int]
+    test_metric: str
+
+    @property
+    def metric(self) -> str:
+        return self.results.metric
+
+    def csv_tables(self) -> dict[str, pd.DataFrame]:
+        """The tables as written beside the page, columns named after the metric."""
+        metric, test = self.metric, self.test_metric
+        names = {
+            "best_val": f"best_{metric}",
+            "best_val_mean": f"best_{metric}_mean",
+            "best_val_std": f"best_{metric}_std",
+            "test": test,
+            "test_seeds": f"{test}_seeds",
+            "test_mean": f"{test}_mean",
+            "test_std": f"{test}_std",
+            "val": metric,
+            "best": f"best_{metric}",
+            "last": f"last_{metric}",
+        }
+        frames = {
+            "leaderboard.csv": self.leaderboard,
+            "runs.csv": self.runs,
+            "time_to_target.csv": self.time_to_target,
+            "time_to_target_runs.csv": self.time_to_target_runs,
+            "pairwise_tests.csv": self.pairwise,
+            "best_configs.csv": self.best_configs,
+            "importance.csv": self.importance,
+            "trials_summary.csv": self.trial_table,
+        }
+        return {name: frame.rename(columns=names) for name, frame in frames.items()}
+
+
+def compute(results: Results) -> Report:
+    """All tables of the report (pure: nothing is drawn or written here)."""
+    trials, metric, mode = results.trials, results.metric, results.mode
+    runs_meta = tab.runs_frame(results.meta)
+    runs = tab.run_table(runs_meta, trials, metric, mode)
+    curves = tab.anytime(trials, metric, mode)
+    finite_best = runs["best_val"].dropna()
+    if finite_best.empty:
+        targets = pd.DataFrame(columns=["target", "points", "level"])
+    else:
+        overall = float(finite_best.max() if mode == "max" else finite_best.min())
+        bounded = tab.metric_is_bounded(trials[metric], mode)
+        targets = tab.target_levels(overall, mode, bounded)
+    per_run = tab.time_to_target(curves, targets, mode)
+    trial_table = tab.trial_table(trials, metric, mode)
+    space = results.study.get("space") or {}
+    importance, note = tab.importance(trial_table, space, mode)
+    test_metric = (
+        str(runs_meta["test_metric"].iloc[0])
+        if not runs_meta.empty
+        else tab.test_metric_name(metric)
+    )
+    return Report(
+        results=results,
+        runs_meta=runs_meta,
+        runs=runs,
+        leaderboard=tab.leaderboard(runs, mode),
+        curves=curves,
+        trial_table=trial_table,
+        targets=targets,
+        time_to_target=tab.time_to_target_summary(per_run),
+        time_to_target_runs=per_run,
+        pairwise=tab.pairwise_tests(runs, mode),
+        best_configs=tab.best_configs(runs_meta, trials, metric, mode),
+        importance=importance,
+        importance_note=note,
+        coordinates=tab.parallel_coordinates(trial_table, space, mode, TOP_TRIALS),
+        status_counts=tab.status_counts(trial_table),
+        test_metric=test_metric,
+    )
+
+
+# -------------------------------------------------------------------- draw
+def draw(report: Report) -> dict[str, Any]:
+    """Every figure of the report, by its PNG file name."""
+    metric = report.metric
+    colors = fig.strategy_colors(report.runs["strategy"].unique())
+    space = report.results.study.get("space") or {}
+    top = tab.top_trials(report.trial_table, report.results.mode, TOP_TRIALS)["best"]
+    best_range = (float(top.min()), float(top.max())) if not top.empty else (0.0, 1.0)
+    if report.results.mode == "min":
+        best_range = best_range[::-1]
+    return {
+        "final_best.png": fig.final_best_figure(report.runs, metric, report.test_metric, colors),
+        "anytime_epochs.png": fig.anytime_panels(
+            tab.anytime_on_grid(report.curves, "cum_epochs"), "cum_epochs", metric, colors
+        ),
+        "anytime_seconds.png": fig.anytime_panels(
+            tab.anytime_on_grid(report.curves, "wall_s"), "wall_s", metric, colors
+        ),
+        "learning_curves.png": fig.learning_curves_figure(report.results.trials, metric, colors),
+        "hyperparameters.png": fig.hyperparameter_scatter_figure(
+            report.trial_table, space, metric, colors
+        ),
+        "parallel_coordinates.png": fig.parallel_coordinates_figure(
+            report.coordinates, space, metric, best_range, colors
+        ),
+        "importance.png": fig.importance_figure(report.importance, report.importance_note),
+    }
+
+
+# ------------------------------------------------------------------ render
+def _num(value: Any, digits: int = 4) -> str:
+    return "n/a" if h.is_missing(value) else f"{float(value):.{digits}f}"
+
+
+def _mean_std(mean: Any, std: Any, count: Any) -> str:
+    if h.is_missing(mean):
+        return "n/a"
+    if h.is_missing(std):
+        return f"{float(mean):.4f} ({int(count)} seed)"
+    return f"{float(mean):.4f} ± {float(std):.4f}"
+
+
+def _seconds(value: Any) -> str:
+    return "n/a" if h.is_missing(value) else f"{float(value):.1f}"
+
+
+def study_state(
+    meta: dict[str, Any], runs: pd.DataFrame, counts: dict[str, int]
+) -> tuple[str, str]:
+    """The banner at the top: complete, still running / stopped part-way, partly failed."""
+    statuses = runs["run_status"].value_counts().to_dict() if not runs.empty else {}
+    total, finished = len(runs), int(statuses.pop("finished", 0))
+    problems = []
+    if meta.get("ended_at") is None or finished < total:
+        others = ", ".join(f"{n} {s}" for s, n in statuses.items())
+        problems.append(
+            f"Not finished: {finished} of {total} runs finished"
+            + (f" ({others})" if others else "")
+            + "; the study is still running or was stopped part-way, and this report shows"
+            " the results saved so far."
+        )
+    run_errors = int(pd.to_numeric(runs.get("run_errors", pd.Series(dtype=float))).fillna(0).sum())
+    if counts.get("errored") or run_errors:
+        problems.append(
+            f"Partly failed: {counts.get('errored', 0)} trials errored in trials.csv"
+            + (f", Ray reported {run_errors} trial errors" if run_errors else "")
+            + "."
+        )
+    if problems:
+        return "warn", " ".join(problems)
+    return "ok", f"Complete: all {total} runs finished and no trial errored."
+
+
+def _space_text(space: dict[str, Any]) -> str:
+    parts = []
+    for name, domain in space.items():
+        kind = tab.space_kind(domain)
+        if kind == "choice":
+            text = f"{name}: choice {{{', '.join(map(str, domain['choice']))}}}"
+        else:
+            bounds = domain[kind]
+            close = ")" if kind == "randint" else "]"  # randint's high is exclusive
+            text = f"{name}: {kind} [{bounds['low']:g}, {bounds['high']:g}{close}"
+        if domain.get("grid") is not None:
+            text += f", grid {{{', '.join(map(str, domain['grid']))}}}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _sizes_text(runs_meta: pd.DataFrame) -> str:
+    if runs_meta.empty or runs_meta["train_size"].isna().all():
+        return "split sizes not recorded in these results"
+    sizes = runs_meta.dropna(subset=["train_size"])
+    texts = {
+        (f"train {int(r.train_size)} / val {int(r.val_size)} / test {int(r.test_size)} examples")
+        for r in sizes.itertuples()
+    }
+    return "; ".join(sorted(texts)) + ("" if len(texts) == 1 else " (differs by seed)")
+
+
+def header_facts(report: Report) -> list[tuple[str, str]]:
+    """The study, where and with what it ran, how long, and how its trials ended."""
+    meta, study = report.results.meta, report.results.study
+    dataset, budget = study.get("dataset") or {}, study.get("budget") or {}
+    runs, counts = report.runs, report.status_counts
+    split_seed = dataset.get("split_seed")
+    machine = meta.get("machine") or {}
+    versions = meta.get("versions") or {}
+    wall = runs["wall_s"].sum(min_count=1)
+    statuses = runs["run_status"].value_counts().to_dict()
+    extra = {k: v for k, v in counts.items() if k not in tab.TRIAL_STATUSES}
+    run_errors = pd.to_numeric(report.runs_meta.get("run_errors"), errors="coerce")
+    return [
+        ("study", f"{study.get('name', '?')} — {study.get('description') or 'no description'}"),
+        ("study file", f"{meta.get('study_file', '?')} (hash {str(meta.get('study_hash'))[:12]})"),
+        ("trainable", str(study.get("trainable", "?"))),
+        (
+            "dataset",
+            f"{dataset.get('name', '?')}: validation fraction {dataset.get('val_fraction')}, "
+            f"test fraction {dataset.get('test_fraction')}, split by "
+            + ("each run's seed" if split_seed is None else f"seed {split_seed}")
+            + f"; {_sizes_text(report.runs_meta)}",
+        ),
+        (
+            "metric",
+            f"{report.metric} ({study['metric']['mode']}imize) on the validation split; "
+            f"{report.test_metric} of each run's selected config on the test split",
+        ),
+        ("search space", _space_text(study.get("space") or {})),
+        ("fixed", ", ".join(f"{k}={v}" for k, v in (study.get("fixed") or {}).items()) or "—"),
+        (
+            "budget",
+            f"{budget.get('total_epochs')} epochs per strategy × seed run; trials up to "
+            f"{budget.get('max_epochs')} epochs (first rung {budget.get('min_epochs')}, "
+            f"η = {budget.get('reduction_factor')}); time limit per run: "
+            + (f"{budget['time_limit_s']} s" if budget.get("time_limit_s") else "none"),
+        ),
+        ("strategies", ", ".join(study.get("strategies", []))),
+        ("seeds", ", ".join(map(str, study.get("seeds", [])))),
+        (
+            "resources",
+            f"per trial {(study.get('resources') or {}).get('cpu')} CPU, "
+            f"{(study.get('resources') or {}).get('gpu')} GPU; at most "
+            f"{study.get('max_concurrent_trials')} trials at once; "
+            f"max_failures {study.get('max_failures')}",
+        ),
+        ("package versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"),
+        (
+            "machine",
+            f"{machine.get('hostname', '?')}: {machine.get('cpus', '?')} CPUs"
+            + (
+                f" ({machine['cluster_cpus']:g} CPUs in the Ray cluster)"
+                if isinstance(machine.get("cluster_cpus"), (int, float))
+                else ""
+            )
+            + f", {machine.get('gpus', 0)} GPUs",
+        ),
+        (
+            "wall time",
+            f"{_seconds(wall)} s in all runs together; study started "
+            f"{meta.get('started_at') or '?'}, "
+            + (f"ended {meta['ended_at']}" if meta.get("ended_at") else "not ended"),
+        ),
+        (
+            "runs",
+            ", ".join(f"{n} {s}" for s, n in statuses.items())
+            + f" (of {len(runs)} strategy × seed runs)",
+        ),
+        (
+            "trials",
+            f"{sum(counts.values())} reported: {counts['finished']} finished, "
+            f"{counts['early_stopped']} early-stopped, {counts['diverged']} diverged, "
+            f"{counts['errored']} errored, {counts['running']} still running"
+            + "".join(f", {n} {s}" for s, n in extra.items())
+            + (
+                f"; Ray reported {int(run_errors.sum())} trial errors"
+                if run_errors is not None and run_errors.sum() > 0
+                else ""
+            ),
+        ),
+    ]
+
+
+def _speedup(baseline: str) -> Any:
+    def text(value: Any) -> str:
+        if h.is_missing(value):
+            return "—"
+        if np.isinf(value):
+            return f"∞ ({baseline} never reached it)"
+        return f"{value:.2f}×"
+
+    return text
+
+
+def _p_value(value: Any) -> str:
+    return "n/a (fewer than 2 paired seeds)" if h.is_missing(value) else f"{value:.3g}"
+
+
+def render(report: Report, pngs: dict[str, bytes]) -> str:
+    """The page: header, then the eight sections of the report in order."""
+    results, metric, test = report.results, report.metric, report.test_metric
+    study = results.study
+    sections = {s: h.Section(s, t) for s, t in zip(SECTION_IDS, _TITLES, strict=True)}
+
+    def figure(name: str, alt: str, caption: str) -> str:
+        return h.image(pngs[name], alt, caption, name)
+
+    sections["study"].add(h.facts(header_facts(report)))
+
+    board = report.leaderboard
+    sections["leaderboard"].add(
+        h.paragraph(
+            f"Per strategy, over seeds: the best {metric} any trial of the run reached "
+            f"(mean ± std), the {test} of the config each run selected, and the mean rank "
+            "of the strategy among all strategies of the same seed (1 = best; ties share). "
+            "Trials, epochs and seconds are per strategy × seed run (mean over seeds)."
+        ),
+        _leaderboard_table(board, metric, test),
+        figure(
+            "final_best.png",
+            "final best validation metric and test metric per seed and strategy",
+            f"Each seed's best {metric} (dots) and the {test} of the config that run selected "
+            "(crosses), per strategy.",
+        ),
+    )
+
+    sections["anytime"].add(
+        h.paragraph(
+            f"Best {metric} found so far by each strategy against the compute it had spent: "
+            "cumulative epochs over all its trials, and wall-clock seconds since the run "
+            "started. Line: mean over seeds; band: from the worst to the best seed. Left: the "
+            "whole range; right: zoomed on the range of the runs' final values."
+        ),
+        figure(
+            "anytime_epochs.png",
+            "anytime performance against cumulative epochs",
+            f"Best {metric} so far against cumulative epochs.",
+        ),
+        figure(
+            "anytime_seconds.png",
+            "anytime performance against wall-clock seconds",
+            f"Best {metric} so far against wall-clock seconds.",
+        ),
+    )
+
+    targets = report.targets
+    sections["time-to-target"].add(
+        h.paragraph(
+            "Targets: "
+            + "; ".join(
+                f"{t.target} = {metric} {_target_sign(results.mode)} {t.level:.4f}"
+                for t in targets.itertuples()
+            )  # fmt: skip
+            + f" (best {metric} any strategy found: "
+            + (_num(_overall_best(report)) + ")." if not targets.empty else "none yet).")
+            + " Epochs and seconds are the medians over seeds of the first moment the run's "
+            "best-so-far reached the target; a seed that never reached it counts as slower "
+            "than all, so the median is 'not reached' when half the seeds or more missed it. "
+            "Speed-up = the baseline's median / the strategy's median (above 1: faster)."
+        ),
+        _time_to_target_table(report.time_to_target),
+    )
+
+    pairs = report.pairwise
+    seeds = int(pairs["seeds"].max()) if not pairs.empty else 0
+    sections["statistics"].add(
+        h.warning(_seed_warning(seeds, len(pairs))),
+        h.paragraph(
+            f"Wilcoxon signed-rank test (scipy.stats.wilcoxon, two-sided) on each seed's final "
+            f"best {metric}, paired by seed. Difference = mean over seeds of a − b; 'better' is "
+            f"the strategy with the better mean; wins = seeds on which each was strictly better."
+        ),
+        _pairwise_table(pairs),
+    )
+
+    sections["learning-curves"].add(
+        h.paragraph(
+            f"{metric} at every epoch of every trial, one panel per strategy (all seeds). "
+            "Trials stopped early by SHA, ASHA, Hyperband or the epoch budget end early (open "
+            "circle at their last epoch); diverged trials are marked × at the bottom at the "
+            "epoch their loss became non-finite (they have no score there, never a zero)."
+        ),
+        figure(
+            "learning_curves.png",
+            "learning curves per strategy",
+            f"{metric} per epoch of every trial; colour: strategy.",
+        ),
+    )
+
+    sections["hyperparameters"].add(
+        h.paragraph(
+            f"Each trial's best {metric} over the epochs it reached (early-stopped trials count "
+            "at their last rung) against each searched hyperparameter; log axes for log "
+            "domains, categories jittered sideways."
+        ),
+        figure(
+            "hyperparameters.png",
+            "metric against each hyperparameter",
+            f"Trial's best {metric} against each hyperparameter, all strategies and seeds.",
+        ),
+        figure(
+            "parallel_coordinates.png",
+            "parallel coordinates of the top trials",
+            f"The {len(report.coordinates)} trials with the best {metric} in the whole study: "
+            "each line is one trial, each vertical axis one hyperparameter (its position in "
+            "the search space), the last axis the metric.",
+        ),
+        h.heading("Hyperparameter importance (fANOVA)"),
+        h.paragraph(
+            "Optuna's FanovaImportanceEvaluator on an in-memory Optuna study holding every "
+            f"trial of this study (distributions from the study's space; value: the trial's "
+            f"best {metric}): the share of the metric's variance each hyperparameter explains. "
+            f"{report.importance_note}."
+        ),
+        figure("importance.png", "fANOVA hyperparameter importance", "fANOVA importance."),
+        h.table(
+            report.importance,
+            {"param": "hyperparameter", "importance": "importance"},
+            {"importance": lambda v: _num(v, 3)},
+            table_id="importance-table",
+        ),
+    )
+
+    configs = report.best_configs
+    config_columns = [c for c in configs.columns if c.startswith("config/")]
+    space_first = sorted(
+        config_columns,
+        key=lambda c: (c.removeprefix("config/") not in (study.get("space") or {}), c),
+    )
+    sections["best-configs"].add(
+        h.paragraph(
+            f"Per strategy and seed, the config the run selected (best {metric}, ties: the "
+            f"earliest) with its {test}, measured once on the test split from the trial's best "
+            "checkpoint. Runs that have not finished show their best so far as provisional, "
+            "without a test metric."
+        ),
+        h.table(
+            configs,
+            {
+                "strategy": "strategy",
+                "seed": "seed",
+                "run_status": "run",
+                "selection": "selection",
+                "trial_id": "trial",
+                "epoch": "epoch",
+                "val": metric,
+                "test": test,
+                "checkpoint_epoch": "test checkpoint epoch",
+                **{c: c.removeprefix("config/") for c in space_first},
+            },
+            {"val": _num, "test": _num},
+            table_id="best-configs-table",
+        ),
+    )
+
+    files = sorted([*report.csv_tables(), *pngs])
+    footer = (
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by hpo "
+        f"{_version()} from {results.directory.resolve()} (study.json, trials.csv). "
+        f"Beside this page: {', '.join(files)}."
+    )
+    subtitle = study.get("description") or ""
+    return h.page(
+        f"HPO study report: {study.get('name', results.directory.name)}",
+        subtitle,
+        study_state(results.meta, report.runs_meta, report.status_counts),
+        list(sections.values()),
+        footer,
+    )
+
+
+_TITLES = (
+    "Study",
+    "Leaderboard",
+    "Anytime performance",
+    "Time to target",
+    "Statistical comparison",
+    "Learning curves",
+    "Hyperparameters",
+    "Best configurations",
+)
+
+
+def _leaderboard_table(board: pd.DataFrame, metric: str, test: str) -> str:
+    shown = board.assign(
+        best=[_mean_std(m, s, n) for m, s, n in zip(
+            board["best_val_mean"], board["best_val_std"], board["seeds"], strict=True)],
+        test_text=[_mean_std(m, s, n) for m, s, n in zip(
+            board["test_mean"], board["test_std"], board["test_seeds"], strict=True)],
+    )  # fmt: skip
+    return h.table(
+        shown,
+        {
+            "strategy": "strategy",
+            "seeds": "seeds",
+            "best": f"best {metric} (mean ± std)",
+            "test_text": f"{test} of selected config (mean ± std)",
+            "mean_rank": "mean rank over seeds",
+            "trials_per_run": "trials started",
+            "epochs_per_run": "epochs spent",
+            "wall_s_per_run": "wall time (s)",
+        },
+        {
+            "mean_rank": lambda v: _num(v, 2),
+            "trials_per_run": lambda v: _num(v, 1),
+            "epochs_per_run": lambda v: _num(v, 1),
+            "wall_s_per_run": _seconds,
+        },
+        table_id="leaderboard-table",
+    )
+
+
+def _time_to_target_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return h.paragraph("No run has a finite best value yet.", "note")
+    columns = {
+        "target": "target",
+        "strategy": "strategy",
+        "seeds_reached": "seeds reached",
+        "median_epochs": "median epochs",
+        "median_seconds": "median seconds",
+    }
+    formats: dict[str, Any] = {
+        "median_epochs": lambda v: "not reached" if h.is_missing(v) else f"{v:g}",
+        "median_seconds": lambda v: "not reached" if h.is_missing(v) else f"{v:.1f}",
+    }
+    shown = table.assign(seeds_reached=[f"{r} of {n}" for r, n in zip(
+        table["seeds_reached"], table["seeds"], strict=True)])  # fmt: skip
+    for baseline in ("grid", "random"):
+        for unit in ("epochs", "seconds"):
+            column = f"speedup_{unit}_vs_{baseline}"
+            if column in table:
+                columns[column] = f"speed-up vs {baseline} ({unit})"
+                formats[column] = _speedup(baseline)
+    return h.table(shown, columns, formats, table_id="time-to-target-table")
+
+
+def _pairwise_table(pairs: pd.DataFrame) -> str:
+    if pairs.empty:
+        return h.paragraph("Fewer than two strategies have results: nothing to compare.", "note")
+    shown = pairs.assign(
+        wins=[f"{a}–{b}" for a, b in zip(pairs["wins_a"], pairs["wins_b"], strict=True)],
+        significant_text=[
+            "n/a" if h.is_missing(p) else ("yes" if s else "no")
+            for p, s in zip(pairs["p_value"], pairs["significant"], strict=True)
+        ],
+    )
+    return h.table(
+        shown,
+        {
+            "strategy_a": "a",
+            "strategy_b": "b",
+            "seeds": "paired seeds",
+            "mean_a": "mean a",
+            "mean_b": "mean b",
+            "difference": "difference a − b",
+            "better": "better",
+            "wins": "wins a–b",
+            "p_value": "p-value",
+            "significant_text": "significant at 0.05",
+        },
+        {
+            "mean_a": _num,
+            "mean_b": _num,
+            "difference": lambda v: "n/a" if h.is_missing(v) else f"{v:+.4f}",
+            "p_value": _p_value,
+        },
+        table_id="statistics-table",
+    )
+
+
+def _seed_warning(seeds: int, pairs: int) -> str:
+    if seeds < 2:
+        return (
+            f"Only {seeds} seed per strategy: no statistical test is possible. Differences "
+            "below may be luck; run the study with more seeds before trusting a ranking."
+        )
+    floor = 2.0 / 2**seeds
+    text = (
+        f"{seeds} seeds give weak evidence: with {seeds} paired seeds the smallest p-value "
+        f"this test can give is {floor:.3g}"
+    )
+    if floor >= 0.05:
+        text += ", so no difference can be significant at 0.05 whatever the numbers"
+    return text + (
+        f". {pairs} pairs are tested without a multiple-comparison correction; "
+        "more seeds are the way to a firmer answer."
+    )
+
+
+def _target_sign(mode: str) -> str:
+    return "≥" if mode == "max" else "≤"
+
+
+def _overall_best(report: Report) -> float:
+    values = report.runs["best_val"].dropna()
+    return float(values.max() if report.results.mode == "max" else values.min())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hpo")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and rename: a browser never sees half a page."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

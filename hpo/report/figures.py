@@ -1,0 +1,382 @@
+"""The report's figures: seaborn/matplotlib drawings of tables computed in `tables.py`.
+
+Every function draws data it is given (no computing of results here), takes `ax=None`
+or builds its own figure, and returns the Figure. Figures are plain
+`matplotlib.figure.Figure` objects on an Agg canvas, never pyplot: no GUI backend, no
+global figure registry, nothing to close. Each strategy has one colour in
+every figure (`strategy_colors`). Thousands of trials are drawn as one LineCollection
+or one scatter per strategy, not one artist per trial, to stay fast.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import blended_transform_factory
+
+from hpo.report.tables import STRATEGY_ORDER, choice_index, space_kind, strategy_order
+
+Colour = tuple[float, float, float]
+X_LABELS = {
+    "cum_epochs": "cumulative epochs spent by the run (all its trials)",
+    "wall_s": "wall-clock seconds since the run started",
+}
+
+
+def strategy_colors(strategies: Sequence[str] = STRATEGY_ORDER) -> dict[str, Colour]:
+    """One fixed colour per strategy: seaborn's colorblind palette indexed by the fixed
+    strategy order, so grid is the same blue in every figure of every report; other
+    strategies take the next colours, alphabetically."""
+    palette = sns.color_palette("colorblind", 10)
+    names = list(STRATEGY_ORDER) + [
+        s for s in strategy_order(strategies) if s not in STRATEGY_ORDER
+    ]
+    return {name: tuple(palette[i % len(palette)]) for i, name in enumerate(names)}
+
+
+def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (written beside the report and embedded in it)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def new_figure(size: tuple[float, float]) -> Figure:
+    """A Figure on its own Agg canvas: no pyplot, no display, nothing global to close."""
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _figure_and_axes(ax: Any, size: tuple[float, float]) -> tuple[Figure, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    figure = new_figure(size)
+    return figure, figure.add_subplot()
+
+
+def _message(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _present(colors: Mapping[str, Colour], names: Any) -> list[str]:
+    names = set(names)
+    return [s for s in colors if s in names] + sorted(names - set(colors))
+
+
+# ---------------------------------------------------------------- anytime
+def anytime_figure(
+    curves: pd.DataFrame,
+    x: str,
+    metric: str,
+    colors: Mapping[str, Colour],
+    ax: Any = None,
+    ylim: tuple[float, float] | None = None,
+) -> Figure:
+    """Best-so-far validation metric against compute (`x`: cum_epochs or wall_s): mean
+    over seeds as a line, the band from the worst to the best seed."""
+    figure, ax = _figure_and_axes(ax, (8, 4.5))
+    if curves.empty:
+        _message(ax, "no run has reported a finite value yet")
+        return figure
+    order = _present(colors, curves["strategy"].unique())
+    sns.lineplot(
+        data=curves,
+        x=x,
+        y="best_so_far",
+        hue="strategy",
+        hue_order=order,
+        palette={s: colors.get(s, (0.5, 0.5, 0.5)) for s in order},
+        estimator="mean",
+        errorbar=("pi", 100),
+        ax=ax,
+    )
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(X_LABELS.get(x, x))
+    ax.set_ylabel(f"best {metric} so far")
+    ax.grid(alpha=0.3)
+    ax.legend(title="strategy (line: mean, band: min–max over seeds)", fontsize="small")
+    return figure
+
+
+def anytime_panels(
+    curves: pd.DataFrame, x: str, metric: str, colors: Mapping[str, Colour]
+) -> Figure:
+    """The anytime curves twice: the whole range, and zoomed on the range of the runs'
+    final values, where the strategies actually differ."""
+    figure = new_figure((13, 4.6))
+    full, zoom = figure.subplots(1, 2)
+    anytime_figure(curves, x, metric, colors, ax=full)
+    full.set_title("whole range", fontsize="medium")
+    finals = curves.groupby(["strategy", "seed"], sort=False)["best_so_far"].last()
+    if finals.notna().any():
+        low, high = float(finals.min()), float(finals.max())
+        pad = 0.25 * (high - low) or 0.01 * max(abs(high), 1e-9)
+        anytime_figure(curves, x, metric, colors, ax=zoom, ylim=(low - pad, high + pad))
+        zoom.set_title("zoom on the runs' final values", fontsize="medium")
+        zoom.get_legend().remove()
+    else:
+        anytime_figure(curves, x, metric, colors, ax=zoom)
+    return figure
+
+
+def final_best_figure(
+    runs: pd.DataFrame, metric: str, test_metric: str, colors: Mapping[str, Colour], ax: Any = None
+) -> Figure:
+    """Each seed's final best validation metric (dots) and its selected config's test
+    metric (crosses), per strategy: the spread behind the leaderboard's mean ± std."""
+    figure, ax = _figure_and_axes(ax, (8, 4))
+    order = _present(colors, runs["strategy"].unique())
+    jitter = np.random.default_rng(0)
+    for i, strategy in enumerate(order):
+        mine = runs[runs["strategy"] == strategy]
+        offsets = i + jitter.uniform(-0.12, 0.12, len(mine))
+        color = colors.get(strategy, (0.5, 0.5, 0.5))
+        ax.scatter(offsets - 0.15, mine["best_val"], color=color, s=36, zorder=3)
+        ax.scatter(offsets + 0.15, mine["test"], color=color, marker="x", s=36, zorder=3)
+    ax.set_xticks(range(len(order)), labels=order)
+    ax.set_xlabel("strategy")
+    ax.set_ylabel("metric value (fraction)" if "accuracy" in metric else "metric value")
+    ax.legend(
+        handles=[
+            Line2D([], [], color="0.3", marker="o", ls="", label=f"best {metric} (one seed)"),
+            Line2D([], [], color="0.3", marker="x", ls="", label=f"{test_metric} of its config"),
+        ],
+        fontsize="small",
+    )
+    ax.grid(alpha=0.3, axis="y")
+    return figure
+
+
+# --------------------------------------------------------- learning curves
+def learning_curves_figure(
+    trials: pd.DataFrame, metric: str, colors: Mapping[str, Colour]
+) -> Figure:
+    """Validation metric per epoch of every trial, one panel per strategy (all seeds):
+    where SHA/ASHA/Hyperband stop trials early, lines end early (open circles); a
+    diverged trial is marked × along the bottom at the epoch it diverged."""
+    order = _present(colors, trials["strategy"].unique()) if not trials.empty else []
+    columns = min(3, max(len(order), 1))
+    rows = max(1, math.ceil(len(order) / columns))
+    figure = new_figure((4.6 * columns, 3.4 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    if not order:
+        _message(axes[0], "no trial has reported an epoch yet")
+        return figure
+    values = pd.to_numeric(trials[metric], errors="coerce").astype(float)
+    frame = trials[["strategy", "seed", "trial_id", "status", "epoch"]].assign(value=values)
+    frame = frame.sort_values(["strategy", "seed", "trial_id", "epoch"], kind="stable")
+    for ax, strategy in zip(axes, order, strict=False):
+        mine = frame[frame["strategy"] == strategy]
+        color = colors.get(strategy, (0.5, 0.5, 0.5))
+        finite = mine[np.isfinite(mine["value"])]
+        segments = _segments(finite)
+        alpha = float(np.clip(30.0 / max(len(segments), 1), 0.15, 0.8))
+        ax.add_collection(
+            LineCollection(segments, colors=[color], linewidths=0.9, alpha=alpha, rasterized=True)
+        )
+        ends = mine.groupby(["seed", "trial_id"], sort=False).agg(
+            status=("status", "last"), epoch=("epoch", "max")
+        )
+        last = finite.groupby(["seed", "trial_id"], sort=False)[["epoch", "value"]].last()
+        stopped = last[ends.loc[last.index, "status"].eq("early_stopped").to_numpy()]
+        ax.scatter(
+            stopped["epoch"], stopped["value"], s=14, facecolors="none", edgecolors="0.25",
+            linewidths=0.7, zorder=3, rasterized=True,
+        )  # fmt: skip
+        for status, marker in (("diverged", "x"), ("errored", "v")):
+            hit = ends[ends["status"] == status]
+            ax.scatter(
+                hit["epoch"], np.full(len(hit), 0.03), marker=marker, color="black", s=28,
+                zorder=4, transform=blended_transform_factory(ax.transData, ax.transAxes),
+            )  # fmt: skip
+        counts = ends["status"].value_counts()
+        seeds = mine["seed"].nunique()
+        ax.set_title(
+            f"{strategy} ({seeds} seed{'s' * (seeds != 1)}): {len(ends)} trials, "
+            f"{counts.get('early_stopped', 0)} stopped early, {counts.get('diverged', 0)} diverged",
+            fontsize="medium",
+        )
+        ax.grid(alpha=0.3)
+    for ax in axes[len(order) :]:
+        ax.set_visible(False)
+    xlim = (0.5, float(np.nanmax(frame["epoch"].to_numpy(float))) + 0.5)
+    finite_values = frame["value"][np.isfinite(frame["value"])]
+    ylim = None
+    if not finite_values.empty:
+        low, high = float(finite_values.min()), float(finite_values.max())
+        pad = 0.04 * (high - low) or 0.01
+        ylim = (low - pad, high + pad)
+    for ax in axes[: len(order)]:  # same scales in every panel, labels on every panel
+        ax.set_xlim(*xlim)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.set_xlabel("epoch of the trial")
+        ax.set_ylabel(metric)
+    figure.legend(
+        handles=[
+            Line2D([], [], color="0.4", label="one trial (colour: strategy)"),
+            Line2D([], [], color="0.25", marker="o", mfc="none", ls="", label="stopped early"),
+            Line2D([], [], color="black", marker="x", ls="", label="diverged (at epoch)"),
+            Line2D([], [], color="black", marker="v", ls="", label="errored (at epoch)"),
+        ],
+        loc="outside lower center",
+        ncols=4,
+        fontsize="small",
+    )
+    return figure
+
+
+def _segments(frame: pd.DataFrame) -> list[np.ndarray]:
+    """(epoch, value) polylines, one per trial, for a single LineCollection."""
+    if frame.empty:
+        return []
+    keys = frame["seed"].astype(str) + "/" + frame["trial_id"].astype(str)
+    codes = pd.factorize(keys)[0]
+    points = frame[["epoch", "value"]].to_numpy(float)
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    return np.split(points, cuts)
+
+
+# --------------------------------------------------------- hyperparameters
+def hyperparameter_scatter_figure(
+    table: pd.DataFrame,
+    space: Mapping[str, Mapping[str, Any]],
+    metric: str,
+    colors: Mapping[str, Colour],
+) -> Figure:
+    """Each trial's best validation metric against each searched hyperparameter (log
+    axis for log domains, jittered categories), coloured by strategy."""
+    names = [n for n in space if f"config/{n}" in table]
+    columns = min(3, max(len(names), 1))
+    rows = max(1, math.ceil(len(names) / columns))
+    figure = new_figure((4.6 * columns, 3.4 * rows + 0.5))
+    axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+    usable = table[np.isfinite(pd.to_numeric(table["best"], errors="coerce").astype(float))]
+    if not names or usable.empty:
+        _message(axes[0], "no trial with a finite metric yet")
+        return figure
+    order = _present(colors, usable["strategy"].unique())
+    jitter = np.random.default_rng(0).uniform(-0.18, 0.18, len(usable))
+    for ax, name in zip(axes, names, strict=False):
+        domain = space[name]
+        kind = space_kind(domain)
+        if kind == "choice":
+            xs = choice_index(usable[f"config/{name}"], domain["choice"]).to_numpy(float) + jitter
+            ax.set_xticks(range(len(domain["choice"])), labels=[str(c) for c in domain["choice"]])
+        else:
+            xs = pd.to_numeric(usable[f"config/{name}"], errors="coerce").to_numpy(float)
+            if kind == "loguniform":
+                ax.set_xscale("log")
+            elif kind == "randint" and domain[kind]["high"] - domain[kind]["low"] <= 12:
+                xs = xs + jitter  # few integers: spread the points like categories
+                ax.set_xticks(range(domain[kind]["low"], domain[kind]["high"]))
+        for strategy in order:
+            mask = (usable["strategy"] == strategy).to_numpy()
+            ax.scatter(
+                xs[mask], usable["best"].to_numpy(float)[mask], s=10, alpha=0.6,
+                color=colors.get(strategy, (0.5, 0.5, 0.5)), label=strategy, rasterized=True,
+            )  # fmt: skip
+        scale = {"loguniform": "log scale", "choice": "category"}.get(kind, "linear")
+        ax.set_xlabel(f"{name} ({kind}, {scale})")
+        ax.set_ylabel(f"trial's best {metric}")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    figure.legend(
+        handles=[
+            Line2D([], [], color=colors.get(s, (0.5, 0.5, 0.5)), marker="o", ls="", label=s)
+            for s in order
+        ],
+        title="strategy",
+        loc="outside lower center",
+        ncols=len(order),
+        fontsize="small",
+    )
+    return figure
+
+
+def parallel_coordinates_figure(
+    coordinates: pd.DataFrame,
+    space: Mapping[str, Mapping[str, Any]],
+    metric: str,
+    best_range: tuple[float, float],
+    colors: Mapping[str, Colour],
+    ax: Any = None,
+) -> Figure:
+    """The top trials as lines across one vertical axis per hyperparameter (position in
+    its domain, log for log domains) and a last axis for the metric."""
+    figure, ax = _figure_and_axes(ax, (10, 4.8))
+    axes_names = [n for n in space if n in coordinates] + ["metric"]
+    if coordinates.empty:
+        _message(ax, "no trial with a finite metric yet")
+        return figure
+    points = coordinates[axes_names].to_numpy(float)
+    xs = np.arange(len(axes_names), dtype=float)
+    segments, line_colors = [], []
+    for row, strategy in zip(points, coordinates["strategy"], strict=True):
+        keep = np.isfinite(row)
+        segments.append(np.column_stack([xs[keep], row[keep]]))
+        line_colors.append(colors.get(strategy, (0.5, 0.5, 0.5)))
+    ax.add_collection(LineCollection(segments, colors=line_colors, linewidths=1.2, alpha=0.7))
+    for x, name in zip(xs, axes_names, strict=True):
+        ax.axvline(x, color="0.3", linewidth=0.8)
+        for y, label in _axis_labels(name, space, best_range, metric):
+            ax.text(x + 0.04, y, label, fontsize="x-small", va="center", color="0.2")
+    ax.set_xlim(-0.2, len(axes_names) - 0.6)
+    ax.set_ylim(-0.06, 1.06)
+    ax.set_xticks(xs, labels=[*axes_names[:-1], f"best {metric}"])
+    ax.set_xlabel("hyperparameter")
+    ax.set_ylabel("position in its domain (0 = low end, 1 = high end)")
+    order = _present(colors, coordinates["strategy"].unique())
+    ax.legend(
+        handles=[Line2D([], [], color=colors.get(s, (0.5, 0.5, 0.5)), label=s) for s in order],
+        title="strategy",
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+    )
+    return figure
+
+
+def _axis_labels(
+    name: str, space: Mapping[str, Mapping[str, Any]], best_range: tuple[float, float], metric: str
+) -> list[tuple[float, str]]:
+    if name == "metric":
+        return [(0.0, f"{best_range[0]:.4g}"), (1.0, f"{best_range[1]:.4g}")]
+    domain = space[name]
+    kind = space_kind(domain)
+    if kind == "choice":
+        count = max(len(domain["choice"]) - 1, 1)
+        return [(i / count, str(c)) for i, c in enumerate(domain["choice"])]
+    high = domain[kind]["high"] - (1 if kind == "randint" else 0)
+    return [(0.0, f"{domain[kind]['low']:.3g}"), (1.0, f"{high:.3g}")]
+
+
+def importance_figure(table: pd.DataFrame, note: str, ax: Any = None) -> Figure:
+    """fANOVA importance per hyperparameter as horizontal bars."""
+    figure, ax = _figure_and_axes(ax, (7, 0.5 * max(len(table), 2) + 1.2))
+    if table.empty:
+        _message(ax, f"importance not computed: {note}")
+        return figure
+    sns.barplot(data=table, y="param", x="importance", color=sns.color_palette("colorblind")[7],
+                ax=ax)  # fmt: skip
+    ax.set_xlabel("fANOVA importance (share of the metric's variance; bars sum to 1)")
+    ax.set_ylabel("hyperparameter")
+    ax.set_xlim(0, max(1.0, float(table["importance"].max())))
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(note, fontsize="small")
+    return figure
