@@ -96,6 +96,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from hpo import bench
+
+    if args.which == "overhead":
+        bench.overhead(trials=args.trials, epochs=args.epochs, scaling=args.scaling)
+    else:
+        bench.memory(args.study)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpo.report import build_report
+
+    print(build_report(args.results_dir))
+    return 0
+
+
 def _study_file(command: argparse.ArgumentParser) -> None:
     command.add_argument("file", help="study YAML file")
 
@@ -138,10 +155,32 @@ def _predict_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
 
 
+def _bench_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("which", choices=("overhead", "memory"))
+    command.add_argument("--trials", type=int, default=16, help="overhead: trials of the job")
+    command.add_argument("--epochs", type=int, default=10, help="overhead: epochs per trial")
+    command.add_argument(
+        "--scaling", type=_seed_list, default=[16, 64, 256], help="overhead: study sizes"
+    )
+    command.add_argument("--study", default="studies/digits_cnn.yaml", help="memory: study file")
+
+
+def _report_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "results_dir",
+        help="a study's results folder (study.json, trials.csv), e.g. results/digits_cnn",
+    )
+
+
 Command = tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
 COMMANDS: dict[str, Command] = {
     "validate": (cmd_validate, "check a study file and print it resolved", _study_file),
     "run": (cmd_run, "run every strategy × seed of a study on Ray Tune", _run_arguments),
+    "report": (
+        cmd_report,
+        "write the comparison report (report/index.html) of a study's saved results",
+        _report_arguments,
+    ),
     "export": (
         cmd_export,
         "write a study's selected config with its provenance",
@@ -152,6 +191,7 @@ COMMANDS: dict[str, Command] = {
         "retrain an exported config and measure it on test",
         _retrain_arguments,
     ),
+    "bench": (cmd_bench, "measure trial throughput or a study's peak memory", _bench_arguments),
     "predict": (
         cmd_predict,
         "measure a retrained model on its held-out test set",

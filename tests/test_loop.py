@@ -79,7 +79,7 @@ def test_l1_penalty_shrinks_weights(digits):
         train("cnn", config, digits, reporter, max_epochs=3, threads=1)
         model = build_model("cnn", config, digits)
         model.load_state_dict(reporter.states[-1]["model"])
-        return float(sum(p.abs().sum() for p in model.parameters() if p.dim() > 1))
+        return float(sum(p.detach().abs().sum() for p in model.parameters() if p.dim() > 1))
 
     assert weight_norm(1e-3) < 0.7 * weight_norm(0.0)
     assert torch.get_num_threads() == 1

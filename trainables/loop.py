@@ -126,28 +126,32 @@ def train_epoch(
 ) -> tuple[float, float]:
     """One pass over shuffled mini-batches; returns mean cross-entropy and accuracy.
 
-    The reported loss is the data loss; the L1 penalty only shapes the gradient. A
-    non-finite loss ends the epoch at once and is returned as such.
+    The reported loss is the data loss; the L1 penalty only shapes the gradient. Sums stay
+    tensors until the epoch ends (no per-batch host sync): a non-finite loss anywhere makes
+    the epoch's loss non-finite, which the caller reports as divergence.
     """
     model.train()
     batch_size, l1 = int(config["batch_size"]), float(config["l1"])
     weights = [p for p in model.parameters() if p.dim() > 1] if l1 > 0 else []
     order = torch.randperm(len(split))
-    total_loss, correct = 0.0, 0
+    total_loss = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.long)
     for begin in range(0, len(split), batch_size):
         index = order[begin : begin + batch_size]
         inputs, targets = split.x[index], split.y[index]
         logits = model(inputs)
         loss = nn.functional.cross_entropy(logits, targets)
         objective = loss + l1 * sum(w.abs().sum() for w in weights) if weights else loss
-        if not torch.isfinite(objective):
-            return math.nan, math.nan
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
-        total_loss += loss.item() * len(index)
-        correct += int((logits.argmax(1) == targets).sum())
-    return total_loss / len(split), correct / len(split)
+        with torch.no_grad():
+            total_loss += loss.detach() * len(index)
+            correct += (logits.argmax(1) == targets).sum()
+    mean_loss = float(total_loss) / len(split)
+    if not math.isfinite(mean_loss):
+        return math.nan, math.nan
+    return mean_loss, int(correct) / len(split)
 
 
 @torch.no_grad()

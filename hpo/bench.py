@@ -1,0 +1,272 @@
+"""Trial-throughput and memory benchmarks (`hpo bench overhead`, `hpo bench memory`).
+
+Everything is measured in one process against baselines run in the same process:
+Optuna in-process threads and tutorial-style Ray Tune for the scheduling overhead, a bare
+PyTorch loop for the training loop's throughput. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SLOTS = 2  # concurrent trials, one CPU each
+SPACE = {
+    "lr": {"loguniform": {"low": 1.0e-3, "high": 3.0e-2}},
+    "dropout": {"uniform": {"low": 0.0, "high": 0.3}},
+}
+
+
+@dataclass
+class Measurement:
+    name: str
+    wall_s: float
+    busy_s: float
+    trials: int
+    slots: int = SLOTS
+
+    @property
+    def efficiency(self) -> float:
+        return self.busy_s / (self.wall_s * self.slots)
+
+
+def bench_study(name: str, trials: int, epochs: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "trainable": "cnn",
+        "dataset": {"name": "digits"},
+        "space": SPACE,
+        "budget": {"max_epochs": epochs, "total_epochs": trials * epochs},
+        "strategies": ["random"],
+        "seeds": [0],
+        "resources": {"cpu": 1},
+        "max_concurrent_trials": SLOTS,
+    }
+
+
+def run_project(trials: int, epochs: int, root: Path, echo: Callable[[str], None]) -> Measurement:
+    """This project's runner, random strategy: wall time of the Tuner.fit call."""
+    import pandas as pd
+
+    from hpo.runner import StudyRunner
+
+    name = f"bench-{trials}x{epochs}"
+    study_file = root / f"{name}.yaml"
+    study_file.write_text(yaml.safe_dump(bench_study(name, trials, epochs)))
+    meta = StudyRunner(study_file, root, echo=echo).run(fresh=True)
+    run = meta["runs"]["random/seed-0"]
+    table = pd.read_csv(root / name / "trials.csv")
+    return Measurement("hpo runner (Ray Tune)", run["wall_s"], table["epoch_time_s"].sum(), trials)
+
+
+class _ListReporter:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def restore(self) -> None:
+        return None
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        self.rows.append(metrics)
+
+
+def run_optuna(trials: int, epochs: int) -> Measurement:
+    """Optuna in-process, n_jobs = slots threads, calling the same model and loop code."""
+    import optuna
+    import torch
+
+    from trainables.data import load_dataset
+    from trainables.loop import train
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = load_dataset("digits", 0.2, 0.2, 0)
+    torch.set_num_threads(1)
+    busy: list[float] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        config = {
+            "lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+            "seed": 0,
+        }
+        reporter = _ListReporter()
+        train("cnn", config, data, reporter, max_epochs=epochs)
+        busy.append(sum(r["epoch_time_s"] for r in reporter.rows))
+        return max(r["val_accuracy"] for r in reporter.rows)
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    began = time.perf_counter()
+    study.optimize(objective, n_trials=trials, n_jobs=SLOTS)
+    return Measurement("Optuna in-process threads", time.perf_counter() - began, sum(busy), trials)
+
+
+def tutorial_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune written the tutorial way: data loaded inside, checkpoint every epoch."""
+    from trainables.data import load_dataset
+    from trainables.loop import train
+    from trainables.tune_trial import TuneReporter
+
+    data = load_dataset("digits", 0.2, 0.2, 0)
+    train("cnn", config, data, TuneReporter(), max_epochs=config["epochs"], threads=1)
+
+
+def run_tutorial_ray(trials: int, epochs: int, root: Path) -> Measurement:
+    from ray import tune
+
+    from hpo.space import tune_space
+    from hpo.spec import Param
+
+    space = tune_space({k: Param.model_validate(v) for k, v in SPACE.items()}, {})
+    tuner = tune.Tuner(
+        tune.with_resources(tutorial_trainable, {"cpu": 1}),
+        param_space={**space, "epochs": epochs, "seed": 0},
+        tune_config=tune.TuneConfig(
+            num_samples=trials, max_concurrent_trials=SLOTS, metric="val_accuracy", mode="max"
+        ),
+        run_config=tune.RunConfig(storage_path=str(root), name="tutorial", verbose=0),
+    )
+    began = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - began
+    busy = sum(r.metrics_dataframe["epoch_time_s"].sum() for r in grid)
+    return Measurement("Ray Tune, tutorial style", wall, busy, trials)
+
+
+def loop_throughput(epochs: int = 15, repeats: int = 3) -> tuple[float, float]:
+    """Training samples/s of the project's epoch function and of a bare PyTorch loop,
+    same model, batch size and one thread; interleaved so drift hits both alike."""
+    import torch
+    from torch import nn
+
+    from trainables import CNN_DEFAULTS
+    from trainables.data import load_dataset
+    from trainables.loop import build_model, make_optimizer, train_epoch
+
+    torch.set_num_threads(1)
+    data = load_dataset("digits", 0.2, 0.2, 0)
+    config = dict(CNN_DEFAULTS)
+
+    def bare_epoch(model, optimizer) -> None:
+        model.train()
+        order = torch.randperm(len(data.train))
+        for begin in range(0, len(order), config["batch_size"]):
+            index = order[begin : begin + config["batch_size"]]
+            loss = nn.functional.cross_entropy(model(data.train.x[index]), data.train.y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    def rate(run_epoch: Callable[[Any, Any], Any]) -> float:
+        torch.manual_seed(0)
+        model = build_model("cnn", config, data)
+        optimizer = make_optimizer(model, config)
+        began = time.perf_counter()
+        for _ in range(epochs):
+            run_epoch(model, optimizer)
+        return epochs * len(data.train) / (time.perf_counter() - began)
+
+    ours, bare = [], []
+    for _ in range(repeats):
+        ours.append(rate(lambda m, o: train_epoch(m, o, data.train, config)))
+        bare.append(rate(bare_epoch))
+    return statistics.median(ours), statistics.median(bare)
+
+
+def overhead(
+    trials: int = 16,
+    epochs: int = 10,
+    scaling: Sequence[int] = (16, 64, 256),
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """All three tables of the overhead benchmark; returns the figures."""
+    from hpo.runner import init_ray
+
+    quiet = lambda _line: None  # noqa: E731 - the runner's per-run lines are not wanted here
+    init_ray()
+    with tempfile.TemporaryDirectory(prefix="hpo-bench-") as folder:
+        root = Path(folder)
+        rows = [
+            run_project(trials, epochs, root, quiet),
+            run_optuna(trials, epochs),
+            run_tutorial_ray(trials, epochs, root),
+        ]
+        optuna_wall = rows[1].wall_s
+        echo(f"\nJob: {trials} trials x {epochs} epochs, CNN on digits, {SLOTS} slots of 1 CPU")
+        echo(f"{'way':<28} {'wall s':>8} {'busy s':>8} {'efficiency':>10} {'wall / Optuna':>13}")
+        for row in rows:
+            echo(
+                f"{row.name:<28} {row.wall_s:>8.1f} {row.busy_s:>8.1f} {row.efficiency:>10.2f}"
+                f" {row.wall_s / optuna_wall:>13.2f}"
+            )
+        ours, bare = loop_throughput()
+        echo("\nTraining loop throughput (1 thread, batch 64)")
+        echo(f"{'loop':<28} {'samples/s':>10} {'ratio':>8}")
+        echo(f"{'trainables.loop':<28} {ours:>10.0f} {ours / bare:>8.3f}")
+        echo(f"{'bare PyTorch':<28} {bare:>10.0f} {1.0:>8.3f}")
+        per_trial = {}
+        echo(f"\nStudy size: project runner, random strategy, {epochs} epochs per trial")
+        echo(
+            f"{'trials':>7} {'wall s':>8} {'s / trial':>10} {'efficiency':>10} {'vs smallest':>12}"
+        )
+        for count in scaling:
+            measured = run_project(count, epochs, root, quiet)
+            per_trial[count] = measured.wall_s / count
+            echo(
+                f"{count:>7} {measured.wall_s:>8.1f} {per_trial[count]:>10.3f}"
+                f" {measured.efficiency:>10.2f} {per_trial[count] / per_trial[scaling[0]]:>12.2f}"
+            )
+    return {"rows": rows, "loop": (ours, bare), "per_trial": per_trial}
+
+
+def memory(study_file: str | Path, echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Peak memory of a whole study (driver + every Ray process), sampled twice a second.
+
+    PSS splits shared pages (torch's libraries mapped by every worker) between the
+    processes that share them, so their sum is the machine's real use; the RSS sum
+    counts shared pages once per process and is an upper bound.
+    """
+    import psutil
+
+    from hpo.runner import StudyRunner
+
+    me = psutil.Process()
+    peak = {"pss_gb": 0.0, "rss_gb": 0.0, "processes": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            pss = rss = 0
+            processes = [me, *me.children(recursive=True)]
+            for process in processes:
+                try:
+                    info = process.memory_full_info()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                pss += getattr(info, "pss", info.rss)
+                rss += info.rss
+            peak["pss_gb"] = max(peak["pss_gb"], pss / 2**30)
+            peak["rss_gb"] = max(peak["rss_gb"], rss / 2**30)
+            peak["processes"] = max(peak["processes"], len(processes))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with tempfile.TemporaryDirectory(prefix="hpo-bench-memory-") as folder:
+        began = time.perf_counter()
+        StudyRunner(study_file, folder, echo=echo).run()
+        wall = time.perf_counter() - began
+    stop.set()
+    sampler.join()
+    echo(
+        f"\n{study_file}: peak PSS {peak['pss_gb']:.2f} GiB (sum of RSS {peak['rss_gb']:.2f} GiB) "
+        f"over {peak['processes']} processes, {wall:.0f} s"
+    )
+    return {**peak, "wall_s": wall}
