@@ -16,16 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-METRIC_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "epoch_time_s",
-    "diverged",
-]
+from trainables import EPOCH_METRICS
+
+METRIC_COLUMNS = [*EPOCH_METRICS, "diverged"]
 # Trial statuses as the results and the report show them.
 FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = (
     "finished",
