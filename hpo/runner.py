@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from hpo import results as res
-from hpo.spec import Study, StudyError, load_study, resolved, study_hash
+from hpo.spec import STRATEGY_NAMES, Study, StudyError, load_study, resolved, study_hash
 
 PACKAGES = ("hpo", "ray", "torch", "torchvision", "optuna", "pandas", "numpy", "scikit-learn")
 
@@ -166,20 +166,21 @@ class StudyRunner:
                 f"{self.directory}: results folder is not writable ({error})"
             ) from None
         meta = res.read_json(self.directory / "study.json")
-        if meta is not None and meta.get("study_hash") != digest and not fresh:
+        changed = meta is not None and meta.get("study_hash") != digest
+        if changed and not fresh:
             raise StudyError(
                 f"{self.directory}: holds results of a different version of {self.study_file}; "
                 "use --fresh to start over or --results to write elsewhere"
             )
+        if changed:  # --fresh on another version: its results cannot be compared with new ones
+            for strategy in STRATEGY_NAMES:
+                shutil.rmtree(self.directory / strategy, ignore_errors=True)
+            meta = None
+        meta = meta or {"runs": {}}
         if fresh:
             for strategy in self.strategies:
                 for seed in self.seeds:
                     shutil.rmtree(res.run_dir(self.directory, strategy, seed), ignore_errors=True)
-        if meta is None or meta.get("study_hash") != digest:
-            meta = {"runs": {}}
-        if fresh:
-            for strategy in self.strategies:
-                for seed in self.seeds:
                     meta["runs"].pop(f"{strategy}/seed-{seed}", None)
         meta.update(
             study=resolved(self.study),
