@@ -66,3 +66,12 @@ def test_unwritable_results_fails_before_any_trial(write_study, study_dict, tmp_
 def test_missing_study_file(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.yaml"), "--results", str(tmp_path)]) == 2
     assert "missing.yaml: no such study file" in capsys.readouterr().err
+
+
+def test_changed_study_file_needs_fresh(write_study, study_dict, tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / "tiny" / "random" / "seed-0").mkdir(parents=True)
+    (results / "tiny" / "study.json").write_text('{"study_hash": "an older version", "runs": {}}')
+    assert main(["run", str(write_study(study_dict)), "--results", str(results)]) == 2
+    assert "holds results of a different version" in capsys.readouterr().err
+    assert (results / "tiny" / "random" / "seed-0").exists()  # nothing deleted without --fresh
