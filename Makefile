@@ -19,7 +19,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: $(VENV)/.installed
 	$(BIN)/hpo run $(STUDY)
 
+# The report's browser test drives Debian's chromium: install it where apt-get can.
 test: $(VENV)/.installed
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get -qq update && apt-get -qq install -y chromium) || \
+		echo "make: could not install chromium; the report's browser test will be skipped"
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
