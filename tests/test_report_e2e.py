@@ -80,7 +80,7 @@ def test_numbers_agree_with_trials_csv_and_study_json(reported):
         assert row["epochs_per_run"] == len(mine) == run["epochs"]
         assert row["wall_s_per_run"] == pytest.approx(run["wall_s"])
         cells = (
-            f'<td>{strategy}</td><td class="num">1</td>'
+            f'<td>{strategy}</td><td>1 of 1</td><td class="num">1</td>'
             f"<td>{row['best_val_accuracy_mean']:.4f} (1 seed)</td>"
             f"<td>{row['test_accuracy_mean']:.4f} (1 seed)</td>"
         )

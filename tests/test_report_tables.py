@@ -196,6 +196,8 @@ def test_leaderboard_keeps_a_strategy_that_has_not_reported_yet():
     assert list(board.index) == ["grid", "random", "optuna"]
     assert board.loc["optuna", "seeds"] == 0 and np.isnan(board.loc["optuna", "best_val_mean"])
     assert board.loc["random", "trials_per_run"] == 3  # a missing run does not count as 0
+    assert board[["runs_finished", "runs"]].loc["optuna"].tolist() == [0, 1]
+    assert board[["runs_finished", "runs"]].loc["grid"].tolist() == [1, 1]
 
 
 def test_run_table_counts_from_trials_and_takes_wall_time_from_the_marker():

@@ -597,12 +597,15 @@ def _leaderboard_table(board: pd.DataFrame, metric: str, test: str) -> str:
             board["best_val_mean"], board["best_val_std"], board["seeds"], strict=True)],
         test_text=[_mean_std(m, s, n) for m, s, n in zip(
             board["test_mean"], board["test_std"], board["test_seeds"], strict=True)],
+        finished=[f"{f} of {n}" for f, n in zip(
+            board["runs_finished"], board["runs"], strict=True)],
     )  # fmt: skip
     return h.table(
         shown,
         {
             "strategy": "strategy",
-            "seeds": "seeds",
+            "finished": "runs finished",
+            "seeds": "seeds with a value",
             "best": f"best {metric} (mean ± std)",
             "test_text": f"{test} of selected config (mean ± std)",
             "mean_rank": "mean rank over seeds",

@@ -180,7 +180,8 @@ def seed_ranks(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
 
 def leaderboard(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Per strategy, over seeds: mean ± std of best validation metric and of the selected
-    config's test metric, mean trials/epochs/seconds per run, and mean rank over seeds.
+    config's test metric, mean trials/epochs/seconds per run, mean rank over seeds, and
+    how many of its runs finished (an unfinished run counts with its best so far).
     Sorted by mean rank (then best validation mean): the comparison the study is for."""
     higher = _better_is_higher(mode)
     if runs.empty:
@@ -200,6 +201,9 @@ def leaderboard(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     )
     table = table.reindex(pd.Index(strategy_order(runs["strategy"]), name="strategy"))
     table[["seeds", "test_seeds"]] = table[["seeds", "test_seeds"]].fillna(0).astype(int)
+    finished = runs["run_status"].eq("finished").groupby(runs["strategy"]).agg(["sum", "size"])
+    table["runs_finished"] = finished["sum"].astype(int)
+    table["runs"] = finished["size"].astype(int)
     table["mean_rank"] = ranks.groupby("strategy")["rank"].mean()
     table = table.reset_index()
     table["_best"] = -table["best_val_mean"] if higher else table["best_val_mean"]
