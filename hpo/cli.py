@@ -47,6 +47,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(format_leaderboard(meta))
     print(f"\nresults: {runner.directory}")
+    report = runner.directory / "report" / "index.html"
+    if runner.ran_any or not report.exists():  # a finished study's folder is left untouched
+        from hpo.report import build_report
+
+        try:
+            report = build_report(runner.directory)
+        except StudyError as error:  # e.g. every trial errored: the runs are still saved
+            print(f"report:  not written ({error})")
+            return 0
+    print(f"report:  {report}")
     return 0
 
 

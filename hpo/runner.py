@@ -106,12 +106,14 @@ class StudyRunner:
                 raise StudyError(f"--strategies: {name!r} is not in the study's strategies {known}")
         self.directory = Path(results_root).resolve() / self.study.name
         self.echo = echo
+        self.ran_any = False  # whether the last run() trained anything
         self._bundles: dict[int, Any] = {}
 
     # ----------------------------------------------------------------- public
     def run(self, address: str | None = None, fresh: bool = False) -> dict[str, Any]:
         meta = self._prepare(fresh)
         pending = [(s, k) for s in self.strategies for k in self.seeds if not self._finished(s, k)]
+        self.ran_any = bool(pending)
         if not pending:
             self.echo("every selected run finished earlier: nothing to do")
             return meta  # a finished study is left exactly as it was
