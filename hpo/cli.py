@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = StudyRunner(args.file, args.results, strategies=args.strategies, seeds=args.seeds)
     meta = runner.run(address=args.address, fresh=args.fresh)
     print()
-    print(format_leaderboard(meta))
+    print(format_leaderboard(meta, runner.trials()))
     print(f"\nresults: {runner.directory}")
     report = runner.directory / "report" / "index.html"
     if runner.ran_any or not report.exists():  # a finished study's folder is left untouched

@@ -139,6 +139,11 @@ class StudyRunner:
         self._save_meta(meta)
         return meta
 
+    def trials(self) -> pd.DataFrame:
+        """trials.csv as saved (empty when no run has reported yet)."""
+        path = self.directory / "trials.csv"
+        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
     def write_trials_csv(self) -> pd.DataFrame:
         """Rebuild trials.csv from every run directory on disk."""
         frames = []
@@ -404,47 +409,15 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def leaderboard(meta: dict[str, Any]) -> pd.DataFrame:
-    """Per strategy: mean ± std over seeds of best validation metric and test accuracy."""
-    metric = meta["study"]["metric"]["name"]
-    rows = []
-    for run in meta["runs"].values():
-        best = run.get("best") or {}
-        rows.append(
-            {
-                "strategy": run["strategy"],
-                "seed": run["seed"],
-                "best_val": best.get(metric),
-                "test_accuracy": best.get("test_accuracy"),
-                "epochs": run.get("epochs"),
-                "trials": run.get("trials"),
-                "wall_s": run.get("wall_s"),
-            }
-        )
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(rows)
-    for column in ("best_val", "test_accuracy", "epochs", "trials", "wall_s"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    table = frame.groupby("strategy", sort=False).agg(
-        seeds=("seed", "count"),
-        best_val_mean=("best_val", "mean"),
-        best_val_std=("best_val", "std"),
-        test_mean=("test_accuracy", "mean"),
-        test_std=("test_accuracy", "std"),
-        trials=("trials", "mean"),
-        epochs=("epochs", "mean"),
-        wall_s=("wall_s", "mean"),
-    )
-    ascending = meta["study"]["metric"]["mode"] == "min"
-    return table.sort_values("best_val_mean", ascending=ascending).reset_index()
+def format_leaderboard(meta: dict[str, Any], trials: pd.DataFrame) -> str:
+    """The report's leaderboard (hpo.report.tables), as terminal text."""
+    from hpo.report import tables
 
-
-def format_leaderboard(meta: dict[str, Any]) -> str:
-    table = leaderboard(meta)
-    if table.empty:
+    metric, mode = meta["study"]["metric"]["name"], meta["study"]["metric"]["mode"]
+    runs = tables.run_table(tables.runs_frame(meta), trials, metric, mode)
+    board = tables.leaderboard(runs, mode)
+    if board.empty:
         return "no finished runs yet"
-    metric = meta["study"]["metric"]["name"]
 
     def pm(mean: float, std: float) -> str:
         if pd.isna(mean):
@@ -453,12 +426,12 @@ def format_leaderboard(meta: dict[str, Any]) -> str:
 
     lines = [
         f"{'strategy':<10} {'seeds':>5}  {'best ' + metric:<20} {'test accuracy':<20}"
-        f" {'trials':>7} {'epochs':>7} {'wall s':>7}"
+        f" {'rank':>5} {'trials':>7} {'epochs':>7} {'wall s':>7}"
     ]
-    for row in table.itertuples():
+    for row in board.itertuples():
         lines.append(
             f"{row.strategy:<10} {row.seeds:>5}  {pm(row.best_val_mean, row.best_val_std):<20}"
-            f" {pm(row.test_mean, row.test_std):<20} {row.trials:>7.1f} {row.epochs:>7.0f}"
-            f" {row.wall_s:>7.0f}"
+            f" {pm(row.test_mean, row.test_std):<20} {row.mean_rank:>5.2f}"
+            f" {row.trials_per_run:>7.1f} {row.epochs_per_run:>7.0f} {row.wall_s_per_run:>7.0f}"
         )
     return "\n".join(lines)

@@ -50,7 +50,8 @@ def test_initialization_schemes():
         [m.weight.detach().flatten() for m in normal.modules() if isinstance(m, nn.Linear)]
     )
     assert abs(float(weights.std()) - 0.01) < 0.002
-    assert all(float(m.bias.abs().sum()) == 0 for m in normal.modules() if isinstance(m, nn.Conv2d))
+    convs = [m for m in normal.modules() if isinstance(m, nn.Conv2d)]
+    assert all(float(m.bias.detach().abs().sum()) == 0 for m in convs)
     xavier = build_cnn(cnn(init="xavier"), (1, 8, 8), 10)
     head = [m for m in xavier.modules() if isinstance(m, nn.Linear)][-1]
     bound = (6 / (head.in_features + head.out_features)) ** 0.5
