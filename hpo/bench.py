@@ -140,9 +140,10 @@ def run_tutorial_ray(trials: int, epochs: int, root: Path) -> Measurement:
     return Measurement("Ray Tune, tutorial style", wall, busy, trials)
 
 
-def loop_throughput(epochs: int = 15, repeats: int = 3) -> tuple[float, float]:
+def loop_throughput(epochs: int = 20, repeats: int = 4) -> tuple[float, float]:
     """Training samples/s of the project's epoch function and of a bare PyTorch loop,
-    same model, batch size and one thread; interleaved so drift hits both alike."""
+    same model, batch size and one thread. Each measurement starts after a warm-up epoch,
+    and the two alternate which goes first, so warm-up and drift hit both alike."""
     import torch
     from torch import nn
 
@@ -168,15 +169,17 @@ def loop_throughput(epochs: int = 15, repeats: int = 3) -> tuple[float, float]:
         torch.manual_seed(0)
         model = build_model("cnn", config, data)
         optimizer = make_optimizer(model, config)
+        run_epoch(model, optimizer)  # warm-up: first-call allocations are not throughput
         began = time.perf_counter()
         for _ in range(epochs):
             run_epoch(model, optimizer)
         return epochs * len(data.train) / (time.perf_counter() - began)
 
     ours, bare = [], []
-    for _ in range(repeats):
-        ours.append(rate(lambda m, o: train_epoch(m, o, data.train, config)))
-        bare.append(rate(bare_epoch))
+    for repeat in range(repeats):
+        pair = [(ours, lambda m, o: train_epoch(m, o, data.train, config)), (bare, bare_epoch)]
+        for rates, run_epoch in pair if repeat % 2 else reversed(pair):
+            rates.append(rate(run_epoch))
     return statistics.median(ours), statistics.median(bare)
 
 
