@@ -77,7 +77,7 @@ def trial_frame(
     analysis = load_analysis(experiment_dir)
     frames = []
     for trial in analysis.trials:
-        rows = analysis.trial_dataframes.get(trial.trial_id)
+        rows = reported_rows(trial, analysis)
         if rows is None or rows.empty or "epoch" not in rows:
             continue
         # A trial restored from a checkpoint may re-report epochs: keep the last report.
@@ -99,6 +99,19 @@ def trial_frame(
     frame["cum_epochs"] = range(1, len(frame) + 1)
     frame["wall_s"] = frame["report_time"] - run_started
     return frame.reset_index(drop=True)
+
+
+def reported_rows(trial, analysis) -> pd.DataFrame | None:
+    """Every result a trial reported, from its progress.csv.
+
+    Ray Tune 2.60's JSON logger rewrites result.json when a paused trial resumes, losing
+    the epochs before the pause, and ExperimentAnalysis prefers that file; the CSV logger
+    appends, so progress.csv keeps them all.
+    """
+    progress = Path(trial.path) / "progress.csv" if trial.relative_logdir else None
+    if progress is not None and progress.exists() and progress.stat().st_size:
+        return pd.read_csv(progress)
+    return analysis.trial_dataframes.get(trial.trial_id)
 
 
 def load_analysis(experiment_dir: str | Path):
