@@ -63,12 +63,12 @@ def select(
     return ordered.iloc[0]
 
 
-def export_document(results: res.StudyResults, row: pd.Series) -> dict[str, Any]:
+def export_document(results: res.Results, row: pd.Series) -> dict[str, Any]:
     """The exported file's content: config plus everything needed to trust and rerun it."""
-    study = results.study["study"]
+    study = results.study
     metric, mode = study["metric"]["name"], study["metric"]["mode"]
     strategy, seed = str(row["strategy"]), int(row["seed"])
-    run = results.study.get("runs", {}).get(f"{strategy}/seed-{seed}") or {}
+    run = results.meta.get("runs", {}).get(f"{strategy}/seed-{seed}") or {}
     best = run.get("best") or {}
     same_trial = best.get("trial_id") == row["trial_id"]
     config = dict(best["config"]) if same_trial else _config_from_row(row)
@@ -96,9 +96,9 @@ def export_document(results: res.StudyResults, row: pd.Series) -> dict[str, Any]
             "loss": best.get("test_loss") if same_trial else None,
         },
         "resources": study.get("resources", {"cpu": 1, "gpu": 0}),
-        "versions": results.study.get("versions", {}),
-        "study_file": results.study.get("study_file"),
-        "study_hash": results.study.get("study_hash"),
+        "versions": results.meta.get("versions", {}),
+        "study_file": results.meta.get("study_file"),
+        "study_hash": results.meta.get("study_hash"),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -165,11 +165,8 @@ def export(
     import yaml
 
     study_dir = Path(study_dir)
-    try:
-        results = res.load_study_results(study_dir)
-    except FileNotFoundError:
-        raise StudyError(f"{study_dir}: not an hpo results folder (no study.json)") from None
-    study = results.study["study"]
+    results = res.load_results(study_dir)  # StudyError naming the folder when it is not one
+    study = results.study
     if strategy != "best" and strategy not in study["strategies"]:
         raise StudyError(f"--strategy: {strategy!r} is not one of {study['strategies']} or best")
     row = select(results.trials, study["metric"]["name"], study["metric"]["mode"], strategy, seed)

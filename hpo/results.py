@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from hpo.spec import StudyError
 from trainables import EPOCH_METRICS
 
 METRIC_COLUMNS = [*EPOCH_METRICS, "diverged"]
@@ -160,20 +161,60 @@ def best_row(frame: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
     return ordered.iloc[0]
 
 
+EXPECTED = "expected the results folder of `hpo run`, holding study.json and trials.csv"
+REQUIRED_COLUMNS = ("strategy", "seed", "trial_id", "status", "epoch", "cum_epochs", "wall_s")
+
+
 @dataclass
-class StudyResults:
-    """A study folder loaded from disk: study.json and the tidy trials table."""
+class Results:
+    """What the report reads: study.json (as saved) and trials.csv."""
 
     directory: Path
-    study: dict[str, Any]
+    meta: dict[str, Any]
     trials: pd.DataFrame
 
+    @property
+    def study(self) -> dict[str, Any]:
+        return self.meta["study"]
 
-def load_study_results(study_dir: str | Path) -> StudyResults:
-    study_dir = Path(study_dir)
-    meta = read_json(study_dir / "study.json")
-    if meta is None:
-        raise FileNotFoundError(f"{study_dir}: no study.json (not an hpo results folder)")
-    trials_csv = study_dir / "trials.csv"
-    trials = pd.read_csv(trials_csv) if trials_csv.exists() else pd.DataFrame()
-    return StudyResults(study_dir, meta, trials)
+    @property
+    def metric(self) -> str:
+        return self.study["metric"]["name"]
+
+    @property
+    def mode(self) -> str:
+        return self.study["metric"]["mode"]
+
+
+def load_results(study_dir: str | Path) -> Results:
+    """study.json and trials.csv of a results folder, or a StudyError that names the
+    folder and what was expected there."""
+    directory = Path(study_dir)
+    if not directory.is_dir():
+        raise StudyError(f"{directory}: no such folder ({EXPECTED})")
+    meta_file = directory / "study.json"
+    if not meta_file.is_file():
+        raise StudyError(f"{directory}: no study.json ({EXPECTED})")
+    try:
+        meta = json.loads(meta_file.read_text())
+        metric = meta["study"]["metric"]
+        if metric["mode"] not in ("max", "min") or not metric["name"]:
+            raise ValueError(f"metric {metric!r}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise StudyError(f"{meta_file}: not a study.json written by `hpo run` ({error})") from None
+    trials_file = directory / "trials.csv"
+    try:
+        trials = pd.read_csv(trials_file) if trials_file.is_file() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        trials = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise StudyError(f"{trials_file}: unreadable CSV ({error})") from None
+    if trials.empty:
+        raise StudyError(
+            f"{directory}: no trial has reported yet (trials.csv is missing or empty); "
+            "run the report once a run has finished or been interrupted"
+        )
+    missing = [c for c in (*REQUIRED_COLUMNS, metric["name"]) if c not in trials]
+    if missing:
+        raise StudyError(f"{trials_file}: missing columns {missing} ({EXPECTED})")
+    return Results(directory, meta, trials)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,14 @@ TINY_STUDY: dict[str, Any] = {
     "seeds": [0],
     "max_concurrent_trials": 2,
 }
+
+
+def run_hpo(*args: str) -> subprocess.CompletedProcess:
+    """`python -m hpo.cli ARGS` in a fresh process, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True, env=env
+    )
 
 
 @pytest.fixture

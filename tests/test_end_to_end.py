@@ -12,17 +12,11 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO
+from tests.conftest import run_hpo as hpo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 STRATEGIES = ["grid", "random", "sha", "asha", "hyperband", "optuna"]
-
-
-def hpo(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True, env=env
-    )
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ def rows(strategy, seed, trial, vals, status="finished", start=0):
             "epoch": epoch,
             "val_accuracy": val,
             "cum_epochs": start + epoch,
+            "wall_s": 0.5 * (start + epoch),
             "config/lr": 0.01 if trial.endswith("a") else 0.02,
             "config/optimizer": "adam",
         }
@@ -134,7 +135,7 @@ def test_nothing_finished_is_an_error_and_writes_nothing(study_dir):
 def test_unknown_strategy_and_missing_folder(study_dir, tmp_path):
     with pytest.raises(StudyError, match="--strategy: 'tpe'"):
         export(study_dir, strategy="tpe")
-    with pytest.raises(StudyError, match="not an hpo results folder"):
+    with pytest.raises(StudyError, match="no such folder"):
         export(tmp_path / "nothing")
 
 

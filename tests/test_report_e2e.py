@@ -9,8 +9,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,18 +18,12 @@ from PIL import Image
 
 from hpo.report.build import SECTION_IDS
 from tests import browser
-from tests.conftest import REPO, TINY_STUDY
+from tests.conftest import TINY_STUDY
+from tests.conftest import run_hpo as hpo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 STRATEGIES = ["grid", "random", "sha", "asha", "hyperband", "optuna"]
-
-
-def hpo(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True, env=env
-    )
 
 
 @pytest.fixture(scope="module")

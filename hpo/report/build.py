@@ -8,7 +8,6 @@ from `tables`.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,11 +22,9 @@ import pandas as pd
 from hpo.report import figures as fig
 from hpo.report import html as h
 from hpo.report import tables as tab
-from hpo.spec import StudyError
+from hpo.results import Results, load_results
 
 REPORT_DIR = "report"
-EXPECTED = "expected the results folder of `hpo run`, holding study.json and trials.csv"
-REQUIRED_COLUMNS = ("strategy", "seed", "trial_id", "status", "epoch", "cum_epochs", "wall_s")
 TOP_TRIALS = 30  # trials shown in the parallel-coordinates view
 SECTION_IDS = (
     "study",
@@ -39,61 +36,6 @@ SECTION_IDS = (
     "hyperparameters",
     "best-configs",
 )
-
-
-@dataclass
-class Results:
-    """What the report reads: study.json (as saved) and trials.csv."""
-
-    directory: Path
-    meta: dict[str, Any]
-    trials: pd.DataFrame
-
-    @property
-    def study(self) -> dict[str, Any]:
-        return self.meta["study"]
-
-    @property
-    def metric(self) -> str:
-        return self.study["metric"]["name"]
-
-    @property
-    def mode(self) -> str:
-        return self.study["metric"]["mode"]
-
-
-def load_results(study_dir: str | Path) -> Results:
-    """study.json and trials.csv of a results folder, or a StudyError that names the
-    folder and what was expected there."""
-    directory = Path(study_dir)
-    if not directory.is_dir():
-        raise StudyError(f"{directory}: no such folder ({EXPECTED})")
-    meta_file = directory / "study.json"
-    if not meta_file.is_file():
-        raise StudyError(f"{directory}: no study.json ({EXPECTED})")
-    try:
-        meta = json.loads(meta_file.read_text())
-        metric = meta["study"]["metric"]
-        if metric["mode"] not in ("max", "min") or not metric["name"]:
-            raise ValueError(f"metric {metric!r}")
-    except (ValueError, KeyError, TypeError) as error:
-        raise StudyError(f"{meta_file}: not a study.json written by `hpo run` ({error})") from None
-    trials_file = directory / "trials.csv"
-    try:
-        trials = pd.read_csv(trials_file) if trials_file.is_file() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
-        trials = pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise StudyError(f"{trials_file}: unreadable CSV ({error})") from None
-    if trials.empty:
-        raise StudyError(
-            f"{directory}: no trial has reported yet (trials.csv is missing or empty); "
-            "run the report once a run has finished or been interrupted"
-        )
-    missing = [c for c in (*REQUIRED_COLUMNS, metric["name"]) if c not in trials]
-    if missing:
-        raise StudyError(f"{trials_file}: missing columns {missing} ({EXPECTED})")
-    return Results(directory, meta, trials)
 
 
 def build_report(study_dir: str | Path) -> Path:
