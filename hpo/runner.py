@@ -235,7 +235,7 @@ class StudyRunner:
         res.write_json_atomic(path / res.RUN_MARKER, marker)
         self.echo(f"{strategy:>9} seed {seed}: {'resuming' if restoring else 'running'} …")
         tuner = self._tuner(strategy, seed, path, restoring)
-        began = time.time()
+        began = marker["fit_started"] = time.time()
         grid = tuner.fit()
         marker["wall_s"] = marker.get("wall_s", 0.0) + time.time() - began
         if not run_complete(path, self.study.budget.total_epochs):

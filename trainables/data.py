@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,10 @@ def split_arrays(
     seed: int,
 ) -> DataBundle:
     """Stratified split, then standardize with statistics of the training part only."""
+    # Imported here: trial workers unpickle DataBundles from this module and never split,
+    # and scikit-learn's import costs every new worker process about a second.
+    from sklearn.model_selection import train_test_split
+
     x_rest, x_test, y_rest, y_test = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
