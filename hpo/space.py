@@ -1,4 +1,5 @@
-"""The one place that turns a study's search space into Ray Tune domains and grid values."""
+"""The one place that turns a study's search space into something else: Ray Tune domains,
+grid values, and Optuna distributions (for the report's importance analysis)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from ray import tune
 
 from hpo.spec import Param
 
 
 def tune_domain(param: Param) -> Any:
     """The Ray Tune sampling domain of one hyperparameter."""
+    from ray import tune  # imported here: the report uses this module without Ray
+
     if param.uniform is not None:
         return tune.uniform(param.uniform.low, param.uniform.high)
     if param.loguniform is not None:
@@ -102,4 +104,19 @@ def grid_size(values: Mapping[str, list[Any]]) -> int:
 
 def grid_space(values: Mapping[str, list[Any]], fixed: Mapping[str, Any]) -> dict[str, Any]:
     """Tuner `param_space` for grid search."""
+    from ray import tune
+
     return {**fixed, **{name: tune.grid_search(list(v)) for name, v in values.items()}}
+
+
+def optuna_distribution(param: Param) -> Any:
+    """The Optuna distribution of one hyperparameter (randint's high is exclusive, Optuna's
+    IntDistribution high inclusive)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if param.choice is not None:
+        return CategoricalDistribution(list(param.choice))
+    if param.randint is not None:
+        return IntDistribution(param.randint.low, param.randint.high - 1)
+    bounds = param.loguniform or param.uniform
+    return FloatDistribution(bounds.low, bounds.high, log=is_log(param))

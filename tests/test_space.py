@@ -80,3 +80,14 @@ def test_grid_space_marks_every_dimension():
     assert space["seed"] == 3
     assert space["lr"] == {"grid_search": [0.1, 0.01]}
     assert space["optimizer"] == {"grid_search": ["sgd"]}
+
+
+def test_optuna_distributions_match_the_study_domains():
+    from hpo.space import optuna_distribution
+
+    lr = optuna_distribution(p(loguniform={"low": 1e-4, "high": 1e-1}))
+    assert (lr.low, lr.high, lr.log) == (1e-4, 1e-1, True)
+    width = optuna_distribution(p(randint={"low": 8, "high": 33}))
+    assert (width.low, width.high) == (8, 32)  # Tune's high is exclusive, Optuna's inclusive
+    assert optuna_distribution(p(choice=["sgd", "adam"])).choices == ("sgd", "adam")
+    assert optuna_distribution(p(uniform={"low": 0.0, "high": 0.5})).log is False

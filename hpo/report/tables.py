@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hpo.space import optuna_distribution
+from hpo.spec import Param
+
 # The fixed order of the known strategies: tables, legends and colours follow it.
 STRATEGY_ORDER = ("grid", "random", "sha", "asha", "hyperband", "optuna")
 RUN_KEYS = ["strategy", "seed"]
@@ -468,11 +471,9 @@ def best_configs(runs: pd.DataFrame, trials: pd.DataFrame, metric: str, mode: st
 
 # ------------------------------------------------------------- hyperparameters
 def space_kind(domain: Mapping[str, Any]) -> str:
-    """uniform / loguniform / randint / choice of one study `space` entry."""
-    for kind in ("uniform", "loguniform", "randint", "choice"):
-        if domain.get(kind) is not None:
-            return kind
-    raise ValueError(f"unknown search-space domain {dict(domain)!r}")
+    """uniform / loguniform / randint / choice of one study `space` entry (as saved in
+    study.json), read through the study spec's own model."""
+    return Param.model_validate(dict(domain)).kind
 
 
 def choice_index(values: pd.Series, choices: Sequence[Any]) -> pd.Series:
@@ -549,7 +550,7 @@ def importance(
 
     names = [n for n in space if f"config/{n}" in table]
     empty = pd.DataFrame(columns=["param", "importance"])
-    distributions = {n: _distribution(space[n]) for n in names}
+    distributions = {n: optuna_distribution(Param.model_validate(space[n])) for n in names}
     values = {n: _param_values(table[f"config/{n}"], space[n]) for n in names}
     usable = np.isfinite(table["best"].astype(float).to_numpy())
     for column in values.values():
@@ -582,22 +583,6 @@ def importance(
     return frame.sort_values("importance", ascending=False, kind="stable").reset_index(
         drop=True
     ), note
-
-
-def _distribution(domain: Mapping[str, Any]):
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    kind = space_kind(domain)
-    if kind == "choice":
-        return CategoricalDistribution(list(domain["choice"]))
-    if kind == "randint":
-        return IntDistribution(int(domain[kind]["low"]), int(domain[kind]["high"]) - 1)
-    bounds = domain[kind]
-    return FloatDistribution(float(bounds["low"]), float(bounds["high"]), log=kind == "loguniform")
 
 
 def _param_values(values: pd.Series, domain: Mapping[str, Any]) -> pd.Series:
