@@ -95,6 +95,7 @@ class StudyRunner:
         strategies: Sequence[str] | None = None,
         seeds: Sequence[int] | None = None,
         echo: Callable[[str], None] = print,
+        reuse_actors: bool = True,
     ):
         self.study_file = Path(study_file)
         self.study: Study = load_study(self.study_file)
@@ -106,6 +107,8 @@ class StudyRunner:
                 raise StudyError(f"--strategies: {name!r} is not in the study's strategies {known}")
         self.directory = Path(results_root).resolve() / self.study.name
         self.echo = echo
+        # One Ray actor per slot runs trial after trial (tests compare with False).
+        self.reuse_actors = reuse_actors
         self.ran_any = False  # whether the last run() trained anything
         self._bundles: dict[int, Any] = {}
 
@@ -286,7 +289,7 @@ class StudyRunner:
                 num_samples=plan.num_samples,
                 max_concurrent_trials=plan.max_concurrent_trials,
                 time_budget_s=budget.time_limit_s,
-                reuse_actors=True,
+                reuse_actors=self.reuse_actors,
             ),
             run_config=tune.RunConfig(
                 name=path.name,
