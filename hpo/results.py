@@ -19,7 +19,7 @@ import pandas as pd
 from hpo.spec import StudyError
 from trainables import EPOCH_METRICS
 
-METRIC_COLUMNS = [*EPOCH_METRICS, "diverged"]
+METRIC_COLUMNS = [*EPOCH_METRICS, "diverged", "early_stopped"]
 # Trial statuses as the results and the report show them.
 FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = (
     "finished",
@@ -84,7 +84,8 @@ def trial_frame(
         # A trial restored from a checkpoint may re-report epochs: keep the last report.
         rows = rows.drop_duplicates("epoch", keep="last").sort_values("epoch")
         frame = pd.DataFrame({c: rows[c] for c in METRIC_COLUMNS if c in rows})
-        frame["diverged"] = frame["diverged"].astype(str).str.lower().eq("true")
+        for flag in ("diverged", "early_stopped"):
+            frame[flag] = frame[flag].astype(str).str.lower().eq("true") if flag in frame else False
         frame["report_time"] = rows["report_time"].to_numpy()
         frame["node_ip"] = rows["node_ip"].to_numpy() if "node_ip" in rows else ""
         frame["pid"] = rows["pid"].to_numpy() if "pid" in rows else -1  # the worker process

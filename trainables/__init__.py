@@ -37,6 +37,7 @@ CNN_DEFAULTS: Mapping[str, object] = {
     "lr": 1e-3,
     "momentum": 0.9,
     "batch_size": 64,
+    "patience": 0,  # early stopping: epochs without a better validation loss (0: off)
 }
 
 # Allowed values of the categorical hyperparameters, checked when a study is validated.
@@ -48,6 +49,42 @@ CNN_CHOICES: Mapping[str, tuple[object, ...]] = {
 }
 
 
+RESNET_TRANSFER_DEFAULTS: Mapping[str, object] = {
+    "backbone": "resnet18",
+    "weights": "none",  # none | imagenet | path to a state_dict or an `hpo retrain` model folder
+    "freeze": "head",
+    "unfreeze_blocks": 1,  # k of last_k_blocks
+    "head": "linear",
+    "head_hidden": 32,
+    "dropout": 0.0,
+    "image_size": 0,  # resize inputs to this square size (0: keep their size)
+    "crop_padding": 0,  # augmentation: random crop after this much zero padding (0: off)
+    "hflip": False,
+    "blur": False,
+    "optimizer": "adam",
+    "lr": 1e-3,  # the head's learning rate
+    "lr_backbone": 1e-4,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "l1": 0.0,
+    "batch_size": 64,
+    "patience": 0,
+}
+
+RESNET_TRANSFER_CHOICES: Mapping[str, tuple[object, ...]] = {
+    "backbone": ("resnet18", "resnet50"),
+    "freeze": ("head", "head+conv1+layer1.0.conv1", "all", "last_k_blocks"),
+    "head": ("linear", "mlp"),
+    "optimizer": CNN_CHOICES["optimizer"],
+    "hflip": (True, False),
+    "blur": (True, False),
+}
+
+
+class WeightsError(ValueError):
+    """Pretrained weights that are not where the study says (the message says where)."""
+
+
 @dataclass(frozen=True)
 class TrainableInfo:
     """What the study validator and the runner need to know about a trainable."""
@@ -57,10 +94,20 @@ class TrainableInfo:
     defaults: Mapping[str, object]
     choices: Mapping[str, tuple[object, ...]] = field(default_factory=dict)
     metrics: tuple[str, ...] = EPOCH_METRICS
+    # "standardize": inputs standardized with the training split's statistics;
+    # "unit": pixels left in [0, 1] for a model that normalizes them itself.
+    input_scale: str = "standardize"
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
     "cnn": TrainableInfo("cnn", "trainables.models:build_cnn", CNN_DEFAULTS, CNN_CHOICES),
+    "resnet_transfer": TrainableInfo(
+        "resnet_transfer",
+        "trainables.transfer:build_resnet_transfer",
+        RESNET_TRANSFER_DEFAULTS,
+        RESNET_TRANSFER_CHOICES,
+        input_scale="unit",
+    ),
 }
 
 # name -> "module:function" returning a trainables.data.DataBundle
@@ -85,4 +132,12 @@ def resolve(reference: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
-__all__ = ["DATASETS", "EPOCH_METRICS", "TRAINABLES", "TrainableInfo", "load_model", "resolve"]
+__all__ = [
+    "WeightsError",
+    "DATASETS",
+    "EPOCH_METRICS",
+    "TRAINABLES",
+    "TrainableInfo",
+    "load_model",
+    "resolve",
+]

@@ -47,7 +47,9 @@ def build_model_for(
 
 def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:
     name, lr, wd = config["optimizer"], float(config["lr"]), float(config["weight_decay"])
-    params = model.parameters()
+    # A model may give parts of itself their own learning rates (e.g. head vs backbone).
+    groups = getattr(model, "param_groups", None)
+    params = groups(config) if groups else model.parameters()
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd)
     if name == "momentum":
@@ -74,7 +76,8 @@ def train(
     max_epochs: int,
     threads: int | None = None,
 ) -> None:
-    """Train for up to `max_epochs`, reporting every epoch; stop early on divergence."""
+    """Train for up to `max_epochs`, reporting every epoch; stop early on divergence, or
+    after `patience` epochs without a better validation loss when the config sets one."""
     if threads:
         torch.set_num_threads(threads)
     config = full_config(trainable, config)
@@ -82,12 +85,16 @@ def train(
     torch.manual_seed(seed)
     model = build_model(trainable, config, data)
     optimizer = make_optimizer(model, config)
-    start = 0
+    start, best_val_loss, stale = 0, math.inf, 0
     state = reporter.restore()
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
+        best_val_loss, stale = state.get("best_val_loss", math.inf), state.get("stale_epochs", 0)
+    prepare = getattr(model, "prepare_data", None)  # e.g. features cached once per trial
+    data = prepare(data) if prepare else data
+    patience = int(config.get("patience", 0))
 
     for epoch in range(start + 1, max_epochs + 1):
         began = time.perf_counter()
@@ -97,6 +104,11 @@ def train(
             evaluate(model, data.val) if math.isfinite(train_loss) else (math.nan, math.nan)
         )
         diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        if not diverged:
+            best_val_loss, stale = (
+                (val_loss, 0) if val_loss < best_val_loss else (best_val_loss, stale + 1)
+            )
+        early_stopped = bool(patience) and stale >= patience and epoch < max_epochs
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -107,6 +119,7 @@ def train(
             "epoch_time_s": time.perf_counter() - began,
             "report_time": time.time(),
             "diverged": diverged,
+            "early_stopped": early_stopped,
         }
         if diverged:
             # A diverged model has no meaningful accuracy: report NaN and the status,
@@ -117,8 +130,12 @@ def train(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
+            "best_val_loss": best_val_loss,
+            "stale_epochs": stale,
         }
         reporter.report(metrics, checkpoint)
+        if early_stopped:  # `patience` epochs without a better validation loss
+            return
 
 
 def train_epoch(
