@@ -29,6 +29,7 @@ FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = (
     "running",
 )
 RUN_MARKER = "hpo_run.json"
+VIEWS_FILE = "views.npz"  # arrays of the run's selected trial for the report (trainable views)
 
 
 def run_dir(study_dir: str | Path, strategy: str, seed: int) -> Path:
@@ -51,6 +52,16 @@ def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, Any]) -> None:
+    import numpy as np
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    with os.fdopen(fd, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     os.replace(tmp, path)
 
 

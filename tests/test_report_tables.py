@@ -395,3 +395,29 @@ def test_strategy_order_is_fixed_then_alphabetical():
         "bohb",
         "zeta",
     ]
+
+
+def test_choice_effects_group_trials_by_each_categorical_value():
+    trial_table = pd.DataFrame(
+        {
+            "best": [0.9, 0.7, 0.95, NAN, 0.5],
+            "epochs": [8, 2, 8, 1, 4],
+            "config/freeze": ["head", "head", "all", "all", "head"],
+            "config/lr": [0.1, 0.2, 0.3, 0.4, 0.5],
+        }
+    )
+    space = {
+        "freeze": {"choice": ["head", "all", "last_k_blocks"]},
+        "lr": {"loguniform": {"low": 0.01, "high": 1.0}},
+    }
+    table = tab.choice_effects(trial_table, space, "max").set_index("value")
+    assert list(table.index) == ["head", "all", "last_k_blocks"]  # lr is not categorical
+    assert table.loc["head", ["trials", "epochs"]].tolist() == [3, 14]
+    assert table.loc["head", "median_best"] == pytest.approx(0.7)
+    assert table.loc["all", "best"] == pytest.approx(0.95)  # the diverged trial has no best
+    assert table.loc["last_k_blocks", "trials"] == 0 and math.isnan(
+        table.loc["last_k_blocks", "best"]
+    )
+    assert (
+        tab.choice_effects(trial_table, space, "min").set_index("value").loc["head", "best"] == 0.5
+    )

@@ -97,6 +97,14 @@ class TrainableInfo:
     # "standardize": inputs standardized with the training split's statistics;
     # "unit": pixels left in [0, 1] for a model that normalizes them itself.
     input_scale: str = "standardize"
+    # "module:function" checking a study's fixed/searched values before any trial starts
+    # (e.g. that pretrained weights exist); raises with a one-line message.
+    check: str | None = None
+    # hyperparameters holding file paths: made absolute before trials run in other folders
+    path_params: tuple[str, ...] = ()
+    # "module:function" (trainable, config, checkpoint state, data) -> named arrays that the
+    # report shows for the selected trial, e.g. conv1 filters before and after training
+    views: str | None = None
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
@@ -107,6 +115,9 @@ TRAINABLES: dict[str, TrainableInfo] = {
         RESNET_TRANSFER_DEFAULTS,
         RESNET_TRANSFER_CHOICES,
         input_scale="unit",
+        check="trainables.transfer:check_values",
+        path_params=("weights",),
+        views="trainables.transfer:conv1_views",
     ),
 }
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from trainables import WeightsError
+from trainables import RESNET_TRANSFER_DEFAULTS, WeightsError
 
 BACKBONES = {
     "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
@@ -260,3 +261,31 @@ def filter_grid(weights: torch.Tensor, columns: int = 8) -> torch.Tensor:
     high = weights.amax(dim=(1, 2, 3), keepdim=True)
     scaled = (weights - low) / (high - low).clamp_min(1e-8)
     return torchvision.utils.make_grid(scaled, nrow=columns, padding=1, pad_value=1.0)
+
+
+def check_values(values: Mapping[str, Sequence]) -> None:
+    """Fail before any trial starts when a study's weights cannot be loaded."""
+    backbones = values.get("backbone") or [RESNET_TRANSFER_DEFAULTS["backbone"]]
+    for weights in values.get("weights") or ():
+        for backbone in backbones:
+            backbone_state(str(backbone), str(weights))
+
+
+def conv1_views(trainable: str, config: Mapping, state: Mapping, data) -> dict[str, np.ndarray]:
+    """conv1's filters before and after training, and its feature maps (after ReLU) for the
+    first validation image, as arrays the report draws."""
+    from trainables.loop import build_model
+
+    model = build_model(trainable, config, data).eval()
+    model.load_state_dict(state["model"])
+    image = data.val.x[:1]
+    with torch.no_grad():
+        maps = model.backbone.relu(
+            model.backbone.bn1(model.backbone.conv1(model.preprocess(image)))
+        )
+    return {
+        "filters_before": model.conv1_initial.numpy(),
+        "filters_after": model.backbone.conv1.weight.detach().numpy(),
+        "image": image[0].numpy(),
+        "feature_maps": maps[0].numpy(),
+    }

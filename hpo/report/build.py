@@ -75,6 +75,8 @@ class Report:
     coordinates: pd.DataFrame
     status_counts: dict[str, int]
     test_metric: str
+    choices: pd.DataFrame  # per value of each categorical hyperparameter
+    views: tuple[str, dict[str, Any]] | None = None  # the trainable's arrays of the best run
 
     @property
     def metric(self) -> str:
@@ -104,6 +106,7 @@ class Report:
             "best_configs.csv": self.best_configs,
             "importance.csv": self.importance,
             "trials_summary.csv": self.trial_table,
+            "choices.csv": self.choices,
         }
         return {name: frame.rename(columns=names) for name, frame in frames.items()}
 
@@ -147,7 +150,27 @@ def compute(results: Results) -> Report:
         coordinates=tab.parallel_coordinates(trial_table, space, mode, TOP_TRIALS),
         status_counts=tab.status_counts(trial_table),
         test_metric=test_metric,
+        choices=tab.choice_effects(trial_table, space, mode),
+        views=load_views(results, runs),
     )
+
+
+def load_views(results: Results, runs: pd.DataFrame) -> tuple[str, dict[str, Any]] | None:
+    """The arrays (views.npz) that the trainable saved for a run's selected model, from the
+    run with the best validation metric that has them (e.g. resnet_transfer's conv1)."""
+    import numpy as np
+
+    from hpo.results import VIEWS_FILE, run_dir
+
+    ordered = runs.dropna(subset=["best_val"]).sort_values(
+        "best_val", ascending=results.mode == "min"
+    )
+    for row in ordered.itertuples():
+        path = run_dir(results.directory, row.strategy, int(row.seed)) / VIEWS_FILE
+        if path.exists():
+            with np.load(path) as arrays:
+                return f"{row.strategy} seed {int(row.seed)}", dict(arrays)
+    return None
 
 
 # -------------------------------------------------------------------- draw
@@ -176,6 +199,11 @@ def draw(report: Report) -> dict[str, Any]:
             report.coordinates, space, metric, best_range, colors
         ),
         "importance.png": fig.importance_figure(report.importance, report.importance_note),
+        **(
+            {"conv1_filters.png": fig.conv1_figure(report.views[1], report.views[0])}
+            if report.views
+            else {}
+        ),
     }
 
 
@@ -472,6 +500,28 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
             table_id="importance-table",
         ),
     )
+    if not report.choices.empty:
+        sections["hyperparameters"].add(
+            h.heading("Categorical hyperparameters, value by value"),
+            h.paragraph(
+                f"Every trial of every strategy and seed, grouped by the value it used: how "
+                f"many trials and epochs went to each, and the median and best of the trials' "
+                f"best {metric} (e.g. what each freezing policy reached)."
+            ),
+            h.table(
+                report.choices,
+                {
+                    "param": "hyperparameter",
+                    "value": "value",
+                    "trials": "trials",
+                    "epochs": "epochs",
+                    "median_best": f"median best {metric}",
+                    "best": f"best {metric}",
+                },
+                {"median_best": _num, "best": _num},
+                table_id="choices-table",
+            ),
+        )
 
     configs = report.best_configs
     config_columns = [c for c in configs.columns if c.startswith("config/")]
@@ -504,6 +554,19 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
             table_id="best-configs-table",
         ),
     )
+
+    if report.views:
+        sections["best-configs"].add(
+            h.heading("First-layer filters of the selected model"),
+            figure(
+                "conv1_filters.png",
+                "conv1 filters before and after training, and feature maps",
+                f"The selected model of the best run ({report.views[0]}), from its best "
+                "checkpoint: its 64 conv1 filters as they were before training (pretrained or "
+                "initial) and after, each scaled on its own, and conv1's feature maps (after "
+                "batch norm and ReLU) for the first validation image.",
+            ),
+        )
 
     files = sorted([*report.csv_tables(), *pngs])
     footer = (

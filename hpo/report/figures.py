@@ -380,3 +380,44 @@ def importance_figure(table: pd.DataFrame, note: str, ax: Any = None) -> Figure:
     ax.grid(alpha=0.3, axis="x")
     ax.set_title(note, fontsize="small")
     return figure
+
+
+def _tile(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Images (n × C × h × w), each scaled to [0, 1] on its own, tiled into one RGB
+    picture with 1-pixel white gaps."""
+    n, channels, h, w = images.shape
+    low = images.min(axis=(1, 2, 3), keepdims=True)
+    high = images.max(axis=(1, 2, 3), keepdims=True)
+    scaled = (images - low) / np.maximum(high - low, 1e-8)
+    if channels == 1:
+        scaled = np.repeat(scaled, 3, axis=1)
+    rows = math.ceil(n / columns)
+    canvas = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, 3))
+    for i, image in enumerate(scaled[:, :3]):
+        top, left = 1 + (i // columns) * (h + 1), 1 + (i % columns) * (w + 1)
+        canvas[top : top + h, left : left + w] = image.transpose(1, 2, 0)
+    return canvas
+
+
+def conv1_figure(views: Mapping[str, np.ndarray], title: str) -> Figure:
+    """The selected model's first convolution: its filters before and after training
+    (8×8 grids, each filter scaled on its own) and its feature maps for one image."""
+    figure = new_figure((13.0, 3.8))
+    axes = figure.subplots(1, 4, width_ratios=[0.6, 1, 1, 1])
+    image = views["image"]
+    axes[0].imshow(_tile(image[None]), interpolation="nearest")
+    axes[0].set_title("validation image")
+    axes[1].imshow(_tile(views["filters_before"]), interpolation="nearest")
+    axes[1].set_title("conv1 filters before training")
+    axes[2].imshow(_tile(views["filters_after"]), interpolation="nearest")
+    axes[2].set_title("conv1 filters after training")
+    maps = views["feature_maps"][:, None]
+    axes[3].imshow(_tile(maps), interpolation="nearest")
+    axes[3].set_title("conv1 feature maps of the image")
+    for ax in axes:
+        ax.set_axis_off()
+    change = np.linalg.norm(views["filters_after"] - views["filters_before"]) / max(
+        np.linalg.norm(views["filters_before"]), 1e-12
+    )
+    figure.suptitle(f"{title}; relative change of the conv1 weights: {change:.3f}")
+    return figure

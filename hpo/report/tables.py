@@ -619,3 +619,30 @@ def status_counts(table: pd.DataFrame) -> dict[str, int]:
     counts = table["status"].value_counts().to_dict() if not table.empty else {}
     known = {s: int(counts.pop(s, 0)) for s in TRIAL_STATUSES}
     return {**known, **{str(k): int(v) for k, v in counts.items()}}
+
+
+def choice_effects(trials: pd.DataFrame, space: Mapping[str, Any], mode: str) -> pd.DataFrame:
+    """For each categorical hyperparameter, per value: trials, epochs spent, the median and
+    the best of the trials' best metric (e.g. what each freezing policy reached)."""
+    higher = _better_is_higher(mode)
+    rows = []
+    for name, domain in space.items():
+        column = f"config/{name}"
+        if space_kind(domain) != "choice" or column not in trials:
+            continue
+        choices = list(dict(domain)["choice"])
+        index = choice_index(trials[column], choices)
+        for i, option in enumerate(choices):
+            chosen = trials[index == i]
+            best = chosen["best"].dropna()
+            rows.append(
+                {
+                    "param": name,
+                    "value": str(option),
+                    "trials": len(chosen),
+                    "epochs": int(chosen["epochs"].sum()),
+                    "median_best": float(best.median()) if len(best) else math.nan,
+                    "best": float(best.max() if higher else best.min()) if len(best) else math.nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=["param", "value", "trials", "epochs", "median_best", "best"])
