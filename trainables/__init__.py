@@ -61,6 +61,7 @@ RESNET_TRANSFER_DEFAULTS: Mapping[str, object] = {
     "crop_padding": 0,  # augmentation: random crop after this much zero padding (0: off)
     "hflip": False,
     "blur": False,
+    "cache_features": True,  # head-only training: compute backbone features once per trial
     "optimizer": "adam",
     "lr": 1e-3,  # the head's learning rate
     "lr_backbone": 1e-4,
@@ -78,6 +79,7 @@ RESNET_TRANSFER_CHOICES: Mapping[str, tuple[object, ...]] = {
     "optimizer": CNN_CHOICES["optimizer"],
     "hflip": (True, False),
     "blur": (True, False),
+    "cache_features": (True, False),
 }
 
 

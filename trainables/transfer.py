@@ -171,6 +171,7 @@ class TransferNet(nn.Module):
         # conv1's filters as they were before training, kept for the report's before/after view.
         self.register_buffer("conv1_initial", self.backbone.conv1.weight.detach().clone())
         self.policy = str(config["freeze"])
+        self.cache = bool(config["cache_features"])
         self._freeze(self.policy, int(config["unfreeze_blocks"]))
 
     def _freeze(self, policy: str, last_k: int) -> None:
@@ -223,7 +224,7 @@ class TransferNet(nn.Module):
     def prepare_data(self, data):
         """With a frozen backbone and no augmentation, every epoch would recompute the same
         features: compute them once for train and validation and train the head on them."""
-        if not self.backbone_frozen or self.augment.active:
+        if not (self.cache and self.backbone_frozen) or self.augment.active:
             return data
         from dataclasses import replace
 
