@@ -7,6 +7,7 @@ resources, so a retrain runs on a cluster exactly like a study does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -50,16 +51,33 @@ def load_export(path: str | Path) -> dict[str, Any]:
     return document
 
 
+def apply_overrides(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The export with some hyperparameters replaced; names are checked against the
+    trainable's, and the replaced values are recorded in the document."""
+    from trainables import TRAINABLES
+
+    known = TRAINABLES[document["trainable"]].defaults
+    for name in overrides:
+        if name not in known:
+            raise StudyError(
+                f"--set {name}: trainable {document['trainable']!r} has no hyperparameter "
+                f"{name!r}; expected one of {sorted(known)}"
+            )
+    if not overrides:
+        return document
+    return {**document, "config": {**document["config"], **overrides}, "overrides": overrides}
+
+
 def training_bundle(data, train_only: bool):
     """Train+validation merged (the default: more data for the final model), or train only."""
     import torch
 
-    from trainables.data import DataBundle, Split
+    from trainables.data import Split
 
     if train_only:
         return data
     merged = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]))
-    return DataBundle(data.name, merged, data.val, data.test, data.num_classes)
+    return dataclasses.replace(data, train=merged)
 
 
 class KeepingReporter:
@@ -129,21 +147,31 @@ def retrain(
     train_only: bool = False,
     address: str | None = None,
     echo: Callable[[str], None] = print,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Retrain every seed, then write metrics.json, model.pt/model.json and curve.png."""
+    """Retrain every seed, then write metrics.json, model.pt/model.json and curve.png.
+
+    `overrides` replace hyperparameters of the exported config (`hpo retrain --set`), e.g.
+    weights=none to train the same model from scratch as a baseline."""
     import ray
 
     from hpo.runner import init_ray
-    from trainables.data import load_dataset
+    from trainables import TRAINABLES
+    from trainables.data import load_dataset, options_from
 
-    document = load_export(export_file)
+    document = apply_overrides(load_export(export_file), overrides or {})
     epochs = int(epochs or document["validation"]["epoch"])
     if epochs < 1:
         raise StudyError("--epochs: expected a positive number of epochs")
     out = Path(out) if out else Path(export_file).parent / f"retrain-{Path(export_file).stem}"
     spec = document["dataset"]
     data = load_dataset(
-        spec["name"], spec["val_fraction"], spec["test_fraction"], spec["split_seed"]
+        spec["name"],
+        spec["val_fraction"],
+        spec["test_fraction"],
+        spec["split_seed"],
+        scale=TRAINABLES[document["trainable"]].input_scale,
+        **options_from(spec),
     )
     resources = document.get("resources") or {"cpu": 1, "gpu": 0}
     init_ray(address)
@@ -226,6 +254,7 @@ def write_outputs(
             "trainable": document["trainable"],
             "dataset": document["dataset"],
             "config": document["config"],
+            "overrides": document.get("overrides", {}),
             "trained_on": "train" if train_only else "train+val",
             "epochs": epochs,
             "seeds": [
@@ -298,8 +327,8 @@ def plot_curves(outcomes: list[dict[str, Any]], path: Path, train_only: bool) ->
 
 def predict(directory: str | Path, dataset: str | None = None) -> dict[str, Any]:
     """Load a retrained model and measure it on its dataset's held-out test split."""
-    from trainables import DATASETS
-    from trainables.data import load_dataset
+    from trainables import DATASETS, TRAINABLES
+    from trainables.data import load_dataset, options_from
     from trainables.loop import evaluate
     from trainables.saved import describe_model, load_model
 
@@ -311,7 +340,14 @@ def predict(directory: str | Path, dataset: str | None = None) -> dict[str, Any]
     name = dataset or spec["name"]
     if name not in DATASETS:
         raise StudyError(f"--dataset: unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    data = load_dataset(name, spec["val_fraction"], spec["test_fraction"], spec["split_seed"])
+    data = load_dataset(
+        name,
+        spec["val_fraction"],
+        spec["test_fraction"],
+        spec["split_seed"],
+        scale=TRAINABLES[description["trainable"]].input_scale,
+        **(options_from(spec) if name == spec["name"] else {}),  # --dataset: not its options
+    )
     if list(data.input_shape) != list(description["input_shape"]):
         raise StudyError(
             f"--dataset: {name} inputs have shape {list(data.input_shape)}, the model expects "

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from trainables import DATASETS, TRAINABLES
+from trainables import DATASETS, LOADER_OPTIONS, TRAINABLES
 
 STRATEGY_NAMES: tuple[str, ...] = ("grid", "random", "sha", "asha", "hyperband", "optuna")
 
@@ -112,6 +112,13 @@ class DatasetSpec(_Strict):
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     split_seed: int | None = None  # None: each study seed makes its own split
+    # Root of torchvision-format files (mnist, fashion_mnist, cifar10); relative paths are
+    # taken from the working directory. None: $HPO_DATA_DIR (hpo --data-dir), else ./data.
+    data_dir: str | None = None
+    download: bool = False  # let torchvision fetch missing files (needs network)
+    path: str | None = None  # image_folder: a folder with one sub-folder of images per class
+    image_size: int | None = Field(default=None, ge=8)  # image_folder: resized to this square
+    classes: list[int] | None = None  # keep these labels only, relabelled 0..k-1 in this order
 
     @field_validator("name")
     @classmethod
@@ -120,11 +127,39 @@ class DatasetSpec(_Strict):
             raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
         return name
 
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list[int] | None) -> list[int] | None:
+        if classes is not None and (len(set(classes)) != len(classes) or len(classes) < 2):
+            raise ValueError("expected at least 2 distinct labels")
+        if classes is not None and min(classes) < 0:
+            raise ValueError("labels are non-negative integers")
+        return classes
+
     @model_validator(mode="after")
     def _fractions(self) -> DatasetSpec:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         return self
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> DatasetSpec:
+        info = DATASETS[self.name]
+        for option in info.required:
+            if getattr(self, option) is None:
+                raise _FieldError(f"dataset.{option}", f"required for {self.name}")
+        for option in ("data_dir", "download", "path", "image_size"):
+            value = getattr(self, option)
+            if option not in info.options and value is not None and value is not False:
+                users = [name for name, other in DATASETS.items() if option in other.options]
+                raise _FieldError(
+                    f"dataset.{option}", f"not used by {self.name} (only by {', '.join(users)})"
+                )
+        return self
+
+    def loader_options(self) -> dict[str, Any]:
+        """The keyword options of `trainables.data.load_dataset` this section sets."""
+        return {option: getattr(self, option) for option in LOADER_OPTIONS}
 
 
 class MetricSpec(_Strict):

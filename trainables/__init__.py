@@ -87,6 +87,10 @@ class WeightsError(ValueError):
     """Pretrained weights that are not where the study says (the message says where)."""
 
 
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded as the study says (one line: which files go where)."""
+
+
 @dataclass(frozen=True)
 class TrainableInfo:
     """What the study validator and the runner need to know about a trainable."""
@@ -123,10 +127,32 @@ TRAINABLES: dict[str, TrainableInfo] = {
     ),
 }
 
-# name -> "module:function" returning a trainables.data.DataBundle
-DATASETS: dict[str, str] = {
-    "digits": "trainables.data:load_digits_bundle",
-    "mnist1d": "trainables.data:load_mnist1d_bundle",
+# Options of a dataset section besides name, fractions and split seed, in the order of
+# `trainables.data.load_dataset`'s keywords; `classes` applies to every dataset.
+LOADER_OPTIONS: tuple[str, ...] = ("data_dir", "download", "path", "image_size", "classes")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: its loader and which of LOADER_OPTIONS that loader takes."""
+
+    loader: str  # "module:function" returning trainables.data.RawData (all samples, unsplit)
+    options: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+
+
+_FILES = ("data_dir", "download")  # torchvision's files under a root folder
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("trainables.data:digits_arrays"),
+    "mnist1d": DatasetInfo("trainables.data:mnist1d_arrays"),
+    "mnist": DatasetInfo("trainables.formats:mnist_arrays", _FILES),
+    "fashion_mnist": DatasetInfo("trainables.formats:fashion_mnist_arrays", _FILES),
+    "cifar10": DatasetInfo("trainables.formats:cifar10_arrays", _FILES),
+    "image_folder": DatasetInfo(
+        "trainables.formats:image_folder_arrays",
+        ("path", "image_size"),
+        required=("path", "image_size"),
+    ),
 }
 
 
@@ -146,8 +172,11 @@ def resolve(reference: str):
 
 
 __all__ = [
+    "DatasetError",
+    "DatasetInfo",
     "WeightsError",
     "DATASETS",
+    "LOADER_OPTIONS",
     "EPOCH_METRICS",
     "TRAINABLES",
     "TrainableInfo",

@@ -3,14 +3,34 @@
 Small datasets live whole in memory: trials batch them by tensor indexing, which is far
 cheaper than a per-sample DataLoader, and the bundle is shipped to trials once through
 Ray's object store (`tune.with_parameters`).
+
+Every registered loader (trainables.DATASETS) returns all samples unsplit as `RawData`,
+images scaled to [0, 1]; `load_dataset` then keeps the study's `classes`, splits and
+scales the inputs, the same way for every dataset.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+from trainables import DatasetError
+
+SCALES: tuple[str, ...] = ("standardize", "unit")
+
+
+class RawData(NamedTuple):
+    """What a registered loader returns: every sample, before any split."""
+
+    x: np.ndarray  # float32, N×C×H×W images in [0, 1] (N×C×L signals for mnist1d)
+    y: np.ndarray  # integer labels 0..k-1
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,7 @@ class DataBundle:
     val: Split
     test: Split
     num_classes: int
+    class_names: tuple[str, ...] = ()  # label i's name, where the dataset has names
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -47,47 +68,66 @@ def split_arrays(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    *,
+    scale: str = "standardize",
+    class_names: Sequence[str] = (),
 ) -> DataBundle:
-    """Stratified split, then standardize with statistics of the training part only."""
+    """Stratified split; then `scale="standardize"` standardizes every part with the
+    training part's mean and std, `scale="unit"` leaves the values as they are."""
     # Imported here: trial workers unpickle DataBundles from this module and never split,
     # and scikit-learn's import costs every new worker process about a second.
     from sklearn.model_selection import train_test_split
 
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest,
-        y_rest,
-        test_size=val_fraction / (1.0 - test_fraction),
-        random_state=seed,
-        stratify=y_rest,
-    )
-    mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
+    # Split indices, not arrays: each part is then copied once (CIFAR-10 is 0.7 GB as float32).
+    try:
+        rest, test = train_test_split(
+            np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=val_fraction / (1.0 - test_fraction),
+            random_state=seed,
+            stratify=y[rest],
+        )
+    except ValueError as error:  # too few samples of a class for a stratified split
+        raise DatasetError(
+            f"dataset {name}: {len(y)} samples cannot be split by the study's fractions "
+            f"({str(error).splitlines()[0]})"
+        ) from None
+    x_train = np.asarray(x[train], dtype=np.float32)
+    mean, std = 0.0, 1.0
+    if scale == "standardize":
+        mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
 
     def to_split(xs: np.ndarray, ys: np.ndarray) -> Split:
-        features = torch.as_tensor((xs - mean) / std, dtype=torch.float32)
-        return Split(features, torch.as_tensor(ys, dtype=torch.long))
+        xs = np.asarray(xs, dtype=np.float32)
+        if scale == "standardize":  # in place: xs is this part's own copy
+            xs -= mean
+            xs /= std
+        return Split(torch.as_tensor(xs), torch.as_tensor(ys, dtype=torch.long))
 
     return DataBundle(
         name=name,
-        train=to_split(x_train, y_train),
-        val=to_split(x_val, y_val),
-        test=to_split(x_test, y_test),
+        train=to_split(x_train, y[train]),
+        val=to_split(x[val], y[val]),
+        test=to_split(x[test], y[test]),
         num_classes=int(np.unique(y).size),
+        class_names=tuple(class_names),
     )
 
 
-def load_digits_bundle(val_fraction: float, test_fraction: float, seed: int) -> DataBundle:
-    """scikit-learn's bundled 1,797 8x8 handwritten digits, as 1x8x8 images."""
+def digits_arrays() -> RawData:
+    """scikit-learn's bundled 1,797 8x8 handwritten digits, as 1x8x8 images in [0, 1]."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = digits.images.astype(np.float32)[:, None, :, :]
-    return split_arrays("digits", images, digits.target, val_fraction, test_fraction, seed)
+    images = digits.images.astype(np.float32)[:, None, :, :] / 16  # grey levels 0..16
+    return RawData(images, digits.target, tuple(str(d) for d in range(10)))
 
 
-def load_mnist1d_bundle(val_fraction: float, test_fraction: float, seed: int) -> DataBundle:
+def mnist1d_arrays() -> RawData:
     """MNIST-1D generated locally (4,000 + 1,000 signals of length 40), pooled and re-split
     so that every dataset follows the study's fractions; shape 1x40 (Conv1d)."""
     from mnist1d.data import get_dataset_args, make_dataset
@@ -95,12 +135,83 @@ def load_mnist1d_bundle(val_fraction: float, test_fraction: float, seed: int) ->
     data = make_dataset(get_dataset_args())
     signals = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)[:, None, :]
     labels = np.concatenate([data["y"], data["y_test"]])
-    return split_arrays("mnist1d", signals, labels, val_fraction, test_fraction, seed)
+    return RawData(signals, labels, tuple(str(d) for d in range(10)))
 
 
-def load_dataset(name: str, val_fraction: float, test_fraction: float, seed: int) -> DataBundle:
+def data_root(data_dir: str | Path | None = None) -> Path:
+    """Where torchvision-format files live: `data_dir`, else $HPO_DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get("HPO_DATA_DIR") or "data").expanduser().resolve()
+
+
+def select_classes(name: str, raw: RawData, classes: Sequence[int]) -> RawData:
+    """Only the samples labelled `classes`, relabelled 0..k-1 in the listed order."""
+    wanted = [int(c) for c in classes]
+    labels = np.unique(raw.y)
+    if len(wanted) < 2 or len(set(wanted)) != len(wanted):
+        raise DatasetError(f"dataset {name}: classes must list at least 2 distinct labels")
+    absent = [c for c in wanted if c not in labels]
+    if absent:
+        raise DatasetError(
+            f"dataset {name}: classes {absent} are not among its labels "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
+    keep = np.isin(raw.y, wanted)
+    relabel = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
+    relabel[wanted] = np.arange(len(wanted))
+    names = tuple(raw.class_names[c] for c in wanted) if raw.class_names else ()
+    return RawData(raw.x[keep], relabel[raw.y[keep]], names)
+
+
+def options_from(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The loader options of a dataset section as saved in exports and model descriptions
+    (absent or null ones left out), ready for `load_dataset(..., **options)`."""
+    from trainables import LOADER_OPTIONS
+
+    return {key: spec[key] for key in LOADER_OPTIONS if spec.get(key) is not None}
+
+
+def load_dataset(
+    name: str,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    *,
+    scale: str = "standardize",
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    path: str | Path | None = None,
+    image_size: int | None = None,
+    classes: Sequence[int] | None = None,
+) -> DataBundle:
+    """Load a registered dataset, keep `classes`, split it by `seed` and scale it.
+
+    `data_dir` (torchvision formats; default $HPO_DATA_DIR, else ./data) and `download`
+    apply to mnist, fashion_mnist and cifar10; `path` and `image_size` to image_folder.
+    Raises DatasetError with one line saying what is missing where."""
     from trainables import DATASETS, resolve
 
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    return resolve(DATASETS[name])(val_fraction, test_fraction, seed)
+        raise DatasetError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    info = DATASETS[name]
+    given = {"data_dir": data_dir, "download": download, "path": path, "image_size": image_size}
+    for option, value in given.items():
+        if option not in info.options and value is not None and value is not False:
+            raise DatasetError(f"dataset {name}: takes no {option} option")
+        if option in info.required and value is None:
+            raise DatasetError(f"dataset {name}: {option} is required")
+    options = {option: given[option] for option in info.options}
+    if "data_dir" in options:
+        options["data_dir"] = data_root(data_dir)
+    raw = resolve(info.loader)(**options)
+    if classes is not None:
+        raw = select_classes(name, raw, classes)
+    return split_arrays(
+        name,
+        raw.x,
+        raw.y,
+        val_fraction,
+        test_fraction,
+        seed,
+        scale=scale,
+        class_names=raw.class_names,
+    )
