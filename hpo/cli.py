@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
 import yaml
 
 from hpo.spec import StudyError, load_study, resolved
+from trainables import DatasetError
 
 EXIT_USAGE = 2
 
@@ -25,6 +27,13 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}"
         ) from None
+
+
+def _assignment(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), yaml.safe_load(value)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -85,6 +94,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         out=args.out,
         train_only=args.train_only,
         address=args.address,
+        overrides=dict(args.set or []),
     )
     metrics = json.loads((out / "metrics.json").read_text())
     accuracy = metrics["test_accuracy"]
@@ -111,8 +121,61 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.which == "overhead":
         bench.overhead(trials=args.trials, epochs=args.epochs, scaling=args.scaling)
+    elif args.which == "feature-cache":
+        bench.feature_cache(epochs=args.epochs)
     else:
         bench.memory(args.study)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from hpo.jobs import submit
+
+    job_id = submit(args.file, args.address, args.results, args.strategies)
+    print(job_id)
+    print(f"follow it: hpo logs {job_id} --address {args.address}")
+    print(f"progress:  hpo status {job_id} --address {args.address}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from hpo.jobs import follow_logs
+
+    follow_logs(args.job_id, args.address)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo.status import study_status
+
+    target = Path(args.target)
+    if target.is_file():  # a study file: its folder under --results
+        target = Path(args.results) / load_study(target).name
+    elif not target.exists() and ("/" in args.target or target.suffix in (".yaml", ".yml")):
+        raise StudyError(f"{target}: no such results folder or study file")
+    elif not target.exists():  # a Ray job id
+        from hpo.jobs import job_info
+
+        info = job_info(args.target, args.address)
+        print(f"job {args.target}: {info['status']} {info['message']}".rstrip())
+        study, root = info["metadata"].get("hpo_study"), info["metadata"].get("hpo_results")
+        if not study or not root:
+            raise StudyError(f"{args.target}: not a job submitted by hpo submit")
+        target = Path(root) / study
+        if not (target / "study.json").exists():
+            print(f"{target}: no results yet (or not reachable from this machine)")
+            return 0
+    print(study_status(target).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from hpo.status import list_studies
+
+    table = list_studies(args.results_root)
+    print(table.to_string(index=False) if not table.empty else f"no studies in {args.results_root}")
     return 0
 
 
@@ -127,6 +190,15 @@ def _study_file(command: argparse.ArgumentParser) -> None:
     command.add_argument("file", help="study YAML file")
 
 
+def _data_dir(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="root of torchvision-format dataset files where the dataset section sets no "
+        "data_dir (sets HPO_DATA_DIR; default: $HPO_DATA_DIR, else ./data)",
+    )
+
+
 def _run_arguments(command: argparse.ArgumentParser) -> None:
     _study_file(command)
     command.add_argument("--strategies", type=_csv_list, help="subset, e.g. random,asha")
@@ -134,6 +206,7 @@ def _run_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--results", default="results", help="results root (default: results)")
     command.add_argument("--address", help="existing Ray cluster (auto, host:port, ray://…)")
     command.add_argument("--fresh", action="store_true", help="discard these runs and start over")
+    _data_dir(command)
 
 
 def _export_arguments(command: argparse.ArgumentParser) -> None:
@@ -158,21 +231,63 @@ def _retrain_arguments(command: argparse.ArgumentParser) -> None:
         help="train on train only and keep the best-validation epoch (early stopping)",
     )
     command.add_argument("--address", help="existing Ray cluster")
+    command.add_argument(
+        "--set",
+        action="append",
+        type=_assignment,
+        metavar="NAME=VALUE",
+        help="replace a hyperparameter of the exported config (YAML value), e.g. weights=none",
+    )
+    _data_dir(command)
 
 
 def _predict_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("model_dir", help="a folder written by hpo retrain")
     command.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
+    _data_dir(command)
 
 
 def _bench_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("which", choices=("overhead", "memory"))
+    command.add_argument("which", choices=("overhead", "memory", "feature-cache"))
     command.add_argument("--trials", type=int, default=16, help="overhead: trials of the job")
-    command.add_argument("--epochs", type=int, default=10, help="overhead: epochs per trial")
+    command.add_argument(
+        "--epochs", type=int, default=10, help="overhead: epochs per trial; feature-cache: epochs"
+    )
     command.add_argument(
         "--scaling", type=_seed_list, default=[16, 64, 256], help="overhead: study sizes"
     )
     command.add_argument("--study", default="studies/digits_cnn.yaml", help="memory: study file")
+
+
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+def _submit_arguments(command: argparse.ArgumentParser) -> None:
+    _study_file(command)
+    command.add_argument(
+        "--address", default=DASHBOARD, help=f"the Ray dashboard (job server), default {DASHBOARD}"
+    )
+    command.add_argument(
+        "--results", default="results", help="results root on the cluster (made absolute)"
+    )
+    command.add_argument("--strategies", type=_csv_list, help="subset, e.g. random,asha")
+
+
+def _logs_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("job_id", help="the id printed by hpo submit")
+    command.add_argument("--address", default=DASHBOARD, help=f"default {DASHBOARD}")
+
+
+def _status_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "target", help="a results folder (results/NAME), a study file, or a job id of hpo submit"
+    )
+    command.add_argument("--results", default="results", help="results root for a study file")
+    command.add_argument("--address", default=DASHBOARD, help=f"for a job id; default {DASHBOARD}")
+
+
+def _list_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("results_root", nargs="?", default="results", help="default: results")
 
 
 def _report_arguments(command: argparse.ArgumentParser) -> None:
@@ -201,7 +316,23 @@ COMMANDS: dict[str, Command] = {
         "retrain an exported config and measure it on test",
         _retrain_arguments,
     ),
-    "bench": (cmd_bench, "measure trial throughput or a study's peak memory", _bench_arguments),
+    "bench": (
+        cmd_bench,
+        "measure trial throughput, a study's peak memory or the feature cache's speed-up",
+        _bench_arguments,
+    ),
+    "submit": (cmd_submit, "submit a study as a Ray Job; prints its id", _submit_arguments),
+    "status": (
+        cmd_status,
+        "per strategy × seed: state, trials, epochs of the budget, best so far, elapsed",
+        _status_arguments,
+    ),
+    "logs": (cmd_logs, "follow a submitted job's output", _logs_arguments),
+    "list": (
+        cmd_list,
+        "the studies under a results root, with state and last update",
+        _list_arguments,
+    ),
     "predict": (
         cmd_predict,
         "measure a retrained model on its held-out test set",
@@ -221,9 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command][0]
+    if getattr(args, "data_dir", None):  # read where datasets load (trainables.data)
+        os.environ["HPO_DATA_DIR"] = os.path.abspath(args.data_dir)
     try:
         return handler(args)
-    except StudyError as error:
+    except (StudyError, DatasetError) as error:
         print(f"hpo {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -98,7 +99,7 @@ class StudyRunner:
         reuse_actors: bool = True,
     ):
         self.study_file = Path(study_file)
-        self.study: Study = load_study(self.study_file)
+        self.study: Study = absolute_paths(load_study(self.study_file))
         self.strategies = list(strategies or self.study.strategies)
         self.seeds = list(self.study.seeds if seeds is None else seeds)
         for name in self.strategies:
@@ -114,6 +115,9 @@ class StudyRunner:
 
     # ----------------------------------------------------------------- public
     def run(self, address: str | None = None, fresh: bool = False) -> dict[str, Any]:
+        # Missing weights or data files fail here, before anything is written or started.
+        check_trainable_inputs(self.study)
+        self._data(self.seeds[0])
         meta = self._prepare(fresh)
         pending = [(s, k) for s in self.strategies for k in self.seeds if not self._finished(s, k)]
         self.ran_any = bool(pending)
@@ -136,6 +140,10 @@ class StudyRunner:
                 self._save_meta(meta)
                 self.write_trials_csv()
                 raise KeyboardInterrupt from None
+            except Exception as error:
+                meta["runs"][key] = self._mark_failed(strategy, seed, error)
+                self._save_meta(meta)
+                raise
             self._save_meta(meta)
             self.write_trials_csv()
         meta["ended_at"] = now_iso()
@@ -200,6 +208,16 @@ class StudyRunner:
         )
         return meta
 
+    def _mark_failed(self, strategy: str, seed: int, error: Exception) -> dict[str, Any]:
+        """The run stopped on an error (not a trial's: the run's own): say so on disk;
+        `hpo run` resumes it from Tune's saved state once the cause is fixed."""
+        path = res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER
+        marker = res.read_json(path) or {"strategy": strategy, "seed": seed}
+        marker.update(status="failed", error=f"{type(error).__name__}: {error}"[:500])
+        if path.parent.exists():
+            res.write_json_atomic(path, marker)
+        return marker
+
     def _finished(self, strategy: str, seed: int) -> bool:
         marker = res.read_json(res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER)
         return bool(marker) and marker.get("status") == "finished"
@@ -208,13 +226,21 @@ class StudyRunner:
         res.write_json_atomic(self.directory / "study.json", meta)
 
     def _data(self, seed: int):
+        from trainables import TRAINABLES
         from trainables.data import load_dataset
 
         split_seed = self.study.dataset.split_seed
         key = seed if split_seed is None else split_seed
         if key not in self._bundles:
-            d = self.study.dataset
-            self._bundles[key] = load_dataset(d.name, d.val_fraction, d.test_fraction, key)
+            d, info = self.study.dataset, TRAINABLES[self.study.trainable]
+            self._bundles[key] = load_dataset(
+                d.name,
+                d.val_fraction,
+                d.test_fraction,
+                key,
+                scale=info.input_scale,
+                **d.loader_options(),
+            )
         return self._bundles[key]
 
     def _run_one(self, strategy: str, seed: int) -> dict[str, Any]:
@@ -234,7 +260,12 @@ class StudyRunner:
                 "started": time.time(),
                 "data_sizes": self._data(seed).sizes(),
             }
-        marker.update(status="running", started_at=marker.get("started_at", now_iso()))
+        marker.update(
+            status="running",
+            started_at=marker.get("started_at", now_iso()),
+            driver_pid=os.getpid(),  # `hpo status` tells a killed driver from a live one
+            driver_host=socket.gethostname(),
+        )
         res.write_json_atomic(path / res.RUN_MARKER, marker)
         self.echo(f"{strategy:>9} seed {seed}: {'resuming' if restoring else 'running'} …")
         tuner = self._tuner(strategy, seed, path, restoring)
@@ -351,6 +382,7 @@ class StudyRunner:
 
     def _test_metrics(self, path: Path, trial_id: str, seed: int) -> dict[str, Any]:
         """Evaluate the selected trial's best checkpoint on the held-out test split."""
+        from trainables import TRAINABLES, resolve
         from trainables.loop import evaluate_state
         from trainables.tune_trial import load_checkpoint_state
 
@@ -363,7 +395,12 @@ class StudyRunner:
             return {"test_accuracy": None, "test_loss": None, "checkpoint_epoch": None}
         with checkpoint.as_directory() as directory:
             state = load_checkpoint_state(directory)
-        measured = evaluate_state(self.study.trainable, trial.config, state, self._data(seed))
+        data = self._data(seed)
+        measured = evaluate_state(self.study.trainable, trial.config, state, data)
+        views = TRAINABLES[self.study.trainable].views
+        if views:  # arrays the report shows for this run's selected trial
+            arrays = resolve(views)(self.study.trainable, trial.config, state, data)
+            res.write_npz_atomic(path / res.VIEWS_FILE, arrays)
         return {**measured, "checkpoint_epoch": int(state["epoch"])}
 
     def _run_line(self, marker: dict[str, Any]) -> str:
@@ -377,6 +414,43 @@ class StudyRunner:
             f"{'n/a' if value is None else f'{value:.4f}'}, test accuracy "
             f"{'n/a' if test is None else f'{test:.4f}'}, {marker['wall_s']:.0f} s"
         )
+
+
+def absolute_paths(study: Study) -> Study:
+    """File-path hyperparameters (e.g. pretrained weights) made absolute: trials run in
+    their own folders, possibly on other nodes, and study.json should say which file."""
+    from trainables import TRAINABLES
+
+    keys = TRAINABLES[study.trainable].path_params
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and Path(value).expanduser().exists():
+            return str(Path(value).expanduser().resolve())
+        return value
+
+    fixed = {k: absolute(v) if k in keys else v for k, v in study.fixed.items()}
+    space = {
+        k: p.model_copy(update={"choice": [absolute(v) for v in p.choice]})
+        if k in keys and p.choice
+        else p
+        for k, p in study.space.items()
+    }
+    return study.model_copy(update={"fixed": fixed, "space": space})
+
+
+def check_trainable_inputs(study: Study) -> None:
+    """The trainable's own check of the values a study gives it (e.g. weights files)."""
+    from trainables import TRAINABLES, WeightsError, resolve
+
+    check = TRAINABLES[study.trainable].check
+    if not check:
+        return
+    values = {k: [v] for k, v in study.fixed.items()}
+    values.update({k: list(p.choice) for k, p in study.space.items() if p.choice})
+    try:
+        resolve(check)(values)
+    except WeightsError as error:
+        raise StudyError(f"{study.name}: {error}") from None
 
 
 def _trial_dirs_callback():
