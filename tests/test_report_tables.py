@@ -357,6 +357,9 @@ def test_fanova_importance_finds_the_hyperparameter_that_matters():
     assert note.startswith(f"{n - 2} trials used") and "2 left out" in note
     empty, note = tab.importance(table.head(1), space, "max")
     assert empty.empty and "too few" in note
+    flat = table.iloc[2:12].assign(best=0.9)  # every trial scored the same: no variance
+    empty, note = tab.importance(flat, space, "max")
+    assert empty.empty and "same metric" in note
 
 
 def test_parallel_coordinates_takes_the_top_trials_scaled_to_unit_range():

@@ -570,6 +570,8 @@ def importance(
     varying = [n for n in names if len({str(t.params[n]) for t in trials}) > 1]
     if len(trials) < 2 or not varying:
         return empty, note + "; too few distinct trials for fANOVA"
+    if len({t.value for t in trials}) < 2:  # fANOVA divides by the metric's variance
+        return empty, note + "; every trial reached the same metric, so no importance"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     study.add_trials(trials)
