@@ -316,5 +316,9 @@ def feature_cache(epochs: int = 5, echo: Callable[[str], None] = print) -> dict[
             f" {accuracy[cache]:>8.4f}"
         )
     speedup = timings["False"] / timings["True"]
-    echo(f"speed-up {speedup:.1f}x over {epochs} epochs (identical metrics: same model and seed)")
+    same = abs(accuracy["False"] - accuracy["True"]) < 1e-9
+    echo(
+        f"speed-up {speedup:.1f}x over {epochs} epochs; final val accuracy "
+        f"{'identical' if same else 'DIFFERS'} (same model and seed)"
+    )
     return {"recomputed_s": timings["False"], "cached_s": timings["True"], "speedup": speedup}
