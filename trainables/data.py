@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,6 +41,9 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
 
 @dataclass(frozen=True)
 class DataBundle:
@@ -59,6 +62,11 @@ class DataBundle:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        """The same bundle with every split's tensors on `device` (no copy when there)."""
+        parts = {name: getattr(self, name).to(device) for name in ("train", "val", "test")}
+        return replace(self, **parts)
 
 
 def split_arrays(

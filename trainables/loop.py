@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from trainables import TRAINABLES, resolve
+from trainables import resolve, trainable_info
 from trainables.data import DataBundle, Split
 
 EVAL_BATCH = 2048
@@ -30,7 +30,7 @@ class Reporter(Protocol):
 
 def full_config(trainable: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The trainable's defaults overridden by the trial's config."""
-    return {**TRAINABLES[trainable].defaults, **config}
+    return {**trainable_info(trainable).defaults, **config}
 
 
 def build_model(trainable: str, config: Mapping[str, Any], data: DataBundle) -> nn.Module:
@@ -41,7 +41,7 @@ def build_model_for(
     trainable: str, config: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
 ) -> nn.Module:
     """The trainable's model for inputs of `input_shape` (no batch dimension)."""
-    builder = resolve(TRAINABLES[trainable].model_builder)
+    builder = resolve(trainable_info(trainable).model_builder)
     return builder(full_config(trainable, config), tuple(input_shape), num_classes)
 
 
@@ -75,15 +75,18 @@ def train(
     *,
     max_epochs: int,
     threads: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Train for up to `max_epochs`, reporting every epoch; stop early on divergence, or
-    after `patience` epochs without a better validation loss when the config sets one."""
+    after `patience` epochs without a better validation loss when the config sets one.
+    Model and data live on `device` (a GPU when the trial was given one)."""
     if threads:
         torch.set_num_threads(threads)
     config = full_config(trainable, config)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
-    model = build_model(trainable, config, data)
+    data = data.to(device)
+    model = build_model(trainable, config, data).to(device)
     optimizer = make_optimizer(model, config)
     start, best_val_loss, stale = 0, math.inf, 0
     state = reporter.restore()
@@ -150,9 +153,9 @@ def train_epoch(
     model.train()
     batch_size, l1 = int(config["batch_size"]), float(config["l1"])
     weights = [p for p in model.parameters() if p.dim() > 1] if l1 > 0 else []
-    order = torch.randperm(len(split))
-    total_loss = torch.zeros(())
-    correct = torch.zeros((), dtype=torch.long)
+    order = torch.randperm(len(split)).to(split.x.device)  # same order on every device
+    total_loss = torch.zeros((), device=split.x.device)
+    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
     for begin in range(0, len(split), batch_size):
         index = order[begin : begin + batch_size]
         inputs, targets = split.x[index], split.y[index]

@@ -107,14 +107,15 @@ class Augment(nn.Module):
             rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
             cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
             samples, channels = torch.arange(n)[:, None, None, None], torch.arange(c)[:, None, None]
-            x = F.pad(x, (p, p, p, p))[samples, channels, rows, cols]
+            index = [t.to(x.device) for t in (samples, channels, rows, cols)]
+            x = F.pad(x, (p, p, p, p))[tuple(index)]
         if self.hflip:
-            flip = torch.rand(n) < 0.5
+            flip = (torch.rand(n) < 0.5).to(x.device)  # drawn on the CPU: same on every device
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.blur:
             sigma = float(torch.empty(()).uniform_(0.1, 1.0))
             blurred = TF.gaussian_blur(x, [3, 3], [sigma, sigma])
-            pick = torch.rand(n) < 0.5
+            pick = (torch.rand(n) < 0.5).to(x.device)
             x = torch.where(pick[:, None, None, None], blurred, x)
         return x
 
