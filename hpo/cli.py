@@ -11,7 +11,7 @@ from collections.abc import Callable
 import yaml
 
 from hpo.spec import StudyError, load_study, resolved
-from trainables import DatasetError
+from trainables import ALLOW_CUSTOM_ENV, CustomTrainableError, DatasetError
 
 EXIT_USAGE = 2
 
@@ -131,7 +131,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from hpo.jobs import submit
 
-    job_id = submit(args.file, args.address, args.results, args.strategies)
+    job_id = submit(
+        args.file, args.address, args.results, args.strategies, allow_custom=args.allow_custom
+    )
     print(job_id)
     print(f"follow it: hpo logs {job_id} --address {args.address}")
     print(f"progress:  hpo status {job_id} --address {args.address}")
@@ -152,7 +154,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     target = Path(args.target)
     if target.is_file():  # a study file: its folder under --results
-        target = Path(args.results) / load_study(target).name
+        target = Path(args.results) / load_study(target, trusted=True).name
     elif not target.exists() and ("/" in args.target or target.suffix in (".yaml", ".yml")):
         raise StudyError(f"{target}: no such results folder or study file")
     elif not target.exists():  # a Ray job id
@@ -188,6 +190,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _study_file(command: argparse.ArgumentParser) -> None:
     command.add_argument("file", help="study YAML file")
+    _allow_custom(command)
+
+
+def _allow_custom(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--allow-custom",
+        action="store_true",
+        help="accept a custom trainable named as package.module:function (imports and runs "
+        "that code; study files cannot do so on their own)",
+    )
 
 
 def _data_dir(command: argparse.ArgumentParser) -> None:
@@ -231,6 +243,7 @@ def _retrain_arguments(command: argparse.ArgumentParser) -> None:
         help="train on train only and keep the best-validation epoch (early stopping)",
     )
     command.add_argument("--address", help="existing Ray cluster")
+    _allow_custom(command)
     command.add_argument(
         "--set",
         action="append",
@@ -244,6 +257,7 @@ def _retrain_arguments(command: argparse.ArgumentParser) -> None:
 def _predict_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("model_dir", help="a folder written by hpo retrain")
     command.add_argument("--dataset", help="dataset name (default: the one it was trained on)")
+    _allow_custom(command)
     _data_dir(command)
 
 
@@ -354,9 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS[args.command][0]
     if getattr(args, "data_dir", None):  # read where datasets load (trainables.data)
         os.environ["HPO_DATA_DIR"] = os.path.abspath(args.data_dir)
+    if getattr(args, "allow_custom", False):  # read by trainables.trainable_info (and workers)
+        os.environ[ALLOW_CUSTOM_ENV] = "1"
     try:
         return handler(args)
-    except (StudyError, DatasetError) as error:
+    except (StudyError, DatasetError, CustomTrainableError) as error:
         print(f"hpo {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -42,11 +42,15 @@ def client(address: str):
         raise StudyError(f"--address {address}: no Ray job server there ({error})") from None
 
 
-def entrypoint(study_path: str, results: str, strategies: list[str] | None) -> str:
+def entrypoint(
+    study_path: str, results: str, strategies: list[str] | None, allow_custom: bool = False
+) -> str:
     words = ["python", "-m", "hpo.cli", "run", study_path, "--results", results]
     words += ["--address", "auto"]
     if strategies:
         words += ["--strategies", ",".join(strategies)]
+    if allow_custom:
+        words += ["--allow-custom"]
     return shlex.join(words)
 
 
@@ -55,6 +59,7 @@ def submit(
     address: str,
     results: str = "results",
     strategies: list[str] | None = None,
+    allow_custom: bool = False,
 ) -> str:
     """Submit `hpo run STUDY` as a Ray Job and return its submission id.
 
@@ -76,7 +81,7 @@ def submit(
         study_path = STAGED_STUDY
     try:
         job_id = client(address).submit_job(
-            entrypoint=entrypoint(study_path, results, strategies),
+            entrypoint=entrypoint(study_path, results, strategies, allow_custom),
             runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES},
             metadata={"hpo_study": study.name, "hpo_results": results},
         )

@@ -100,6 +100,7 @@ def trial_frame(
         frame["report_time"] = rows["report_time"].to_numpy()
         frame["node_ip"] = rows["node_ip"].to_numpy() if "node_ip" in rows else ""
         frame["pid"] = rows["pid"].to_numpy() if "pid" in rows else -1  # the worker process
+        frame["node_id"] = rows["node_id"].to_numpy() if "node_id" in rows else ""  # Ray node
         for key in config_keys:
             frame[f"config/{key}"] = [trial.config.get(key)] * len(frame)
         frame.insert(0, "status", trial_status(trial.status, frame, max_epochs, run_finished))

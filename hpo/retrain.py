@@ -28,7 +28,7 @@ REQUIRED = ("trainable", "dataset", "config", "validation", "study", "strategy",
 
 def load_export(path: str | Path) -> dict[str, Any]:
     """Read an `hpo export` file (YAML or JSON); StudyError names what is wrong."""
-    from trainables import DATASETS, TRAINABLES
+    from trainables import DATASETS, CustomTrainableError, trainable_info
 
     path = Path(path)
     try:
@@ -42,8 +42,13 @@ def load_export(path: str | Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED if key not in document]
     if missing:
         raise StudyError(f"{path}: {missing[0]}: required field is missing")
-    if document["trainable"] not in TRAINABLES:
-        raise StudyError(f"{path}: trainable: unknown trainable {document['trainable']!r}")
+    try:
+        trainable_info(document["trainable"])
+    except KeyError:
+        name = document["trainable"]
+        raise StudyError(f"{path}: trainable: unknown trainable {name!r}") from None
+    except CustomTrainableError as error:
+        raise StudyError(f"{path}: trainable: {error}") from None
     if document["dataset"].get("name") not in DATASETS:
         raise StudyError(
             f"{path}: dataset.name: unknown dataset {document['dataset'].get('name')!r}"
@@ -54,9 +59,9 @@ def load_export(path: str | Path) -> dict[str, Any]:
 def apply_overrides(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The export with some hyperparameters replaced; names are checked against the
     trainable's, and the replaced values are recorded in the document."""
-    from trainables import TRAINABLES
+    from trainables import trainable_info
 
-    known = TRAINABLES[document["trainable"]].defaults
+    known = trainable_info(document["trainable"]).defaults
     for name in overrides:
         if name not in known:
             raise StudyError(
@@ -98,6 +103,12 @@ class KeepingReporter:
         self.rows.append({k: v for k, v in metrics.items() if k != "report_time"})
         if state is None:
             return
+        # A copy on the CPU: state_dict() tensors share storage with the live model, which
+        # later epochs change (and a GPU copy would pin device memory).
+        state = {
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in state["model"].items()},
+            "epoch": state["epoch"],
+        }
         if self.metric is None:
             self.state, self.selected_epoch = state, metrics["epoch"]
             return
@@ -107,9 +118,17 @@ class KeepingReporter:
 
 
 def retrain_seed(
-    document: dict[str, Any], data, seed: int, epochs: int, train_only: bool, threads: int
+    document: dict[str, Any],
+    data,
+    seed: int,
+    epochs: int,
+    train_only: bool,
+    threads: int,
+    gpu: float = 0.0,
 ) -> dict[str, Any]:
     """Train one seed and evaluate its selected state on the test split (runs in Ray)."""
+    import torch
+
     from trainables.loop import evaluate_state, train
 
     reporter = KeepingReporter(
@@ -124,6 +143,7 @@ def retrain_seed(
         reporter,
         max_epochs=epochs,
         threads=threads,
+        device="cuda" if gpu > 0 and torch.cuda.is_available() else "cpu",
     )
     outcome: dict[str, Any] = {
         "seed": seed,
@@ -156,7 +176,7 @@ def retrain(
     import ray
 
     from hpo.runner import init_ray
-    from trainables import TRAINABLES
+    from trainables import trainable_info
     from trainables.data import load_dataset, options_from
 
     document = apply_overrides(load_export(export_file), overrides or {})
@@ -170,7 +190,7 @@ def retrain(
         spec["val_fraction"],
         spec["test_fraction"],
         spec["split_seed"],
-        scale=TRAINABLES[document["trainable"]].input_scale,
+        scale=trainable_info(document["trainable"]).input_scale,
         **options_from(spec),
     )
     resources = document.get("resources") or {"cpu": 1, "gpu": 0}
@@ -185,8 +205,10 @@ def retrain(
         f"retraining {document['strategy']} seed {document['seed']} config on {on}: "
         f"{len(seeds)} seeds × {epochs} epochs"
     )
+    gpu = float(resources.get("gpu", 0))
     pending = {
-        task.remote(document, data_ref, seed, epochs, train_only, threads): seed for seed in seeds
+        task.remote(document, data_ref, seed, epochs, train_only, threads, gpu): seed
+        for seed in seeds
     }
     outcomes = []
     while pending:
@@ -327,7 +349,7 @@ def plot_curves(outcomes: list[dict[str, Any]], path: Path, train_only: bool) ->
 
 def predict(directory: str | Path, dataset: str | None = None) -> dict[str, Any]:
     """Load a retrained model and measure it on its dataset's held-out test split."""
-    from trainables import DATASETS, TRAINABLES
+    from trainables import DATASETS, trainable_info
     from trainables.data import load_dataset, options_from
     from trainables.loop import evaluate
     from trainables.saved import describe_model, load_model
@@ -345,7 +367,7 @@ def predict(directory: str | Path, dataset: str | None = None) -> dict[str, Any]
         spec["val_fraction"],
         spec["test_fraction"],
         spec["split_seed"],
-        scale=TRAINABLES[description["trainable"]].input_scale,
+        scale=trainable_info(description["trainable"]).input_scale,
         **(options_from(spec) if name == spec["name"] else {}),  # --dataset: not its options
     )
     if list(data.input_shape) != list(description["input_shape"]):

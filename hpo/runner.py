@@ -52,11 +52,20 @@ def init_ray(address: str | None = None) -> None:
     """Connect to `address` (an existing cluster) or start Ray locally on loopback."""
     import ray
 
+    from trainables import ALLOW_CUSTOM_ENV, custom_allowed
+
     quiet_ray()
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+        # Workers of an existing cluster do not inherit this process's environment.
+        allow = {ALLOW_CUSTOM_ENV: "1"} if custom_allowed() else {}
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level="WARNING",
+            runtime_env={"env_vars": allow} if allow else None,
+        )
     else:
         ray.init(
             include_dashboard=False,
@@ -125,6 +134,7 @@ class StudyRunner:
             self.echo("every selected run finished earlier: nothing to do")
             return meta  # a finished study is left exactly as it was
         init_ray(address)
+        check_shared_results(self.directory)
         meta["ended_at"] = None
         meta.setdefault("started_at", now_iso())
         meta["machine"] = machine_info()
@@ -174,6 +184,7 @@ class StudyRunner:
     def _prepare(self, fresh: bool) -> dict[str, Any]:
         """Create the folder (writable check before any trial starts) and load study.json."""
         digest = study_hash(self.study_file)
+        check_free_space(self.directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / ".write-test"
@@ -226,13 +237,13 @@ class StudyRunner:
         res.write_json_atomic(self.directory / "study.json", meta)
 
     def _data(self, seed: int):
-        from trainables import TRAINABLES
+        from trainables import trainable_info
         from trainables.data import load_dataset
 
         split_seed = self.study.dataset.split_seed
         key = seed if split_seed is None else split_seed
         if key not in self._bundles:
-            d, info = self.study.dataset, TRAINABLES[self.study.trainable]
+            d, info = self.study.dataset, trainable_info(self.study.trainable)
             self._bundles[key] = load_dataset(
                 d.name,
                 d.val_fraction,
@@ -302,6 +313,7 @@ class StudyRunner:
                 trainable_name=study.trainable,
                 max_epochs=budget.max_epochs,
                 threads=max(1, int(study.resources.cpu)),
+                gpu=study.resources.gpu,
             ),
             {"cpu": study.resources.cpu, "gpu": study.resources.gpu},
         )
@@ -382,7 +394,7 @@ class StudyRunner:
 
     def _test_metrics(self, path: Path, trial_id: str, seed: int) -> dict[str, Any]:
         """Evaluate the selected trial's best checkpoint on the held-out test split."""
-        from trainables import TRAINABLES, resolve
+        from trainables import resolve, trainable_info
         from trainables.loop import evaluate_state
         from trainables.tune_trial import load_checkpoint_state
 
@@ -397,7 +409,7 @@ class StudyRunner:
             state = load_checkpoint_state(directory)
         data = self._data(seed)
         measured = evaluate_state(self.study.trainable, trial.config, state, data)
-        views = TRAINABLES[self.study.trainable].views
+        views = trainable_info(self.study.trainable).views
         if views:  # arrays the report shows for this run's selected trial
             arrays = resolve(views)(self.study.trainable, trial.config, state, data)
             res.write_npz_atomic(path / res.VIEWS_FILE, arrays)
@@ -416,12 +428,61 @@ class StudyRunner:
         )
 
 
+# Checkpoints and logs of a small study take tens of MiB; a nearly full disk fails before
+# any trial starts instead of halfway (HPO_MIN_FREE_MB changes the threshold).
+MIN_FREE_MB = 256
+
+
+def check_free_space(directory: Path) -> None:
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    if not existing.is_dir():
+        raise StudyError(f"{directory}: results folder is not writable ({existing} is a file)")
+    needed = float(os.environ.get("HPO_MIN_FREE_MB", MIN_FREE_MB))
+    free = shutil.disk_usage(existing).free / 2**20
+    if free < needed:
+        raise StudyError(
+            f"{directory}: only {free:.0f} MiB free on its disk, a study needs at least "
+            f"{needed:.0f} MiB (free some space or pass --results on another disk)"
+        )
+
+
+def check_shared_results(directory: Path, timeout_s: float = 60.0) -> None:
+    """On a multi-node cluster every node writes its trials' results under `directory`:
+    check that each alive node sees a file written here (a shared file system)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    probe = directory / f".shared-probe-{os.getpid()}"
+    probe.write_text("visible")
+    sees = ray.remote(num_cpus=0)(os.path.exists)
+    try:
+        answers = [
+            sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(str(probe))
+            for node in nodes
+        ]
+        seen = ray.get(answers, timeout=timeout_s)
+        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
+    finally:
+        probe.unlink(missing_ok=True)
+    if blind:
+        raise StudyError(
+            f"--results {directory.parent}: not visible from the cluster node(s) "
+            f"{', '.join(sorted(set(blind)))}; on a multi-node cluster give a path that every "
+            "node shares (e.g. NFS)"
+        )
+
+
 def absolute_paths(study: Study) -> Study:
     """File-path hyperparameters (e.g. pretrained weights) made absolute: trials run in
     their own folders, possibly on other nodes, and study.json should say which file."""
-    from trainables import TRAINABLES
+    from trainables import trainable_info
 
-    keys = TRAINABLES[study.trainable].path_params
+    keys = trainable_info(study.trainable).path_params
 
     def absolute(value: Any) -> Any:
         if isinstance(value, str) and Path(value).expanduser().exists():
@@ -440,9 +501,9 @@ def absolute_paths(study: Study) -> Study:
 
 def check_trainable_inputs(study: Study) -> None:
     """The trainable's own check of the values a study gives it (e.g. weights files)."""
-    from trainables import TRAINABLES, WeightsError, resolve
+    from trainables import WeightsError, resolve, trainable_info
 
-    check = TRAINABLES[study.trainable].check
+    check = trainable_info(study.trainable).check
     if not check:
         return
     values = {k: [v] for k, v in study.fixed.items()}

@@ -15,11 +15,19 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from trainables import DATASETS, LOADER_OPTIONS, TRAINABLES
+from trainables import (
+    DATASETS,
+    LOADER_OPTIONS,
+    TRAINABLES,
+    CustomTrainableError,
+    is_custom,
+    trainable_info,
+)
 
 STRATEGY_NAMES: tuple[str, ...] = ("grid", "random", "sha", "asha", "hyperband", "optuna")
 
@@ -205,9 +213,18 @@ class Study(_Strict):
 
     @field_validator("trainable")
     @classmethod
-    def _known_trainable(cls, name: str) -> str:
-        if name not in TRAINABLES:
-            raise ValueError(f"unknown trainable {name!r}; expected one of {sorted(TRAINABLES)}")
+    def _known_trainable(cls, name: str, info: ValidationInfo) -> str:
+        if name in TRAINABLES:
+            return name
+        if not is_custom(name):
+            raise ValueError(
+                f"unknown trainable {name!r}; expected one of {sorted(TRAINABLES)} or, with "
+                "--allow-custom, a model builder as package.module:function"
+            )
+        try:  # saved results (trusted) name it without running it
+            trainable_info(name, trusted=bool((info.context or {}).get("trusted")))
+        except CustomTrainableError as error:
+            raise ValueError(str(error)) from None
         return name
 
     @field_validator("space")
@@ -236,10 +253,10 @@ class Study(_Strict):
 
     @model_validator(mode="after")
     def _fits_trainable(self) -> Study:
-        info = TRAINABLES[self.trainable]
+        info = trainable_info(self.trainable, trusted=True)  # the validator above gated it
         for section, names in (("fixed", self.fixed), ("space", self.space)):
             for name in names:
-                if name not in info.defaults:
+                if name not in info.defaults and not info.custom:
                     raise _FieldError(
                         f"{section}.{name}",
                         f"trainable {self.trainable!r} has no hyperparameter {name!r}; "
@@ -288,17 +305,20 @@ def _format(error: ValidationError) -> str:
     return f"{field}: {message}"
 
 
-def parse_study(data: Any, source: str = "study") -> Study:
+def parse_study(data: Any, source: str = "study", trusted: bool = False) -> Study:
+    """Validate study fields; `trusted` (a study.json that already ran) accepts a custom
+    trainable without --allow-custom, since reading results runs none of its code."""
     if not isinstance(data, dict):
         raise StudyError(f"{source}: expected a mapping of study fields at the top level")
     try:
-        return Study.model_validate(data)
+        return Study.model_validate(data, context={"trusted": trusted})
     except ValidationError as error:
         raise StudyError(f"{source}: {_format(error)}") from None
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study file; raise StudyError with one line on any problem."""
+def load_study(path: str | Path, trusted: bool = False) -> Study:
+    """Read and validate a study file; raise StudyError with one line on any problem.
+    `trusted`: only read, never run (see parse_study)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -313,7 +333,7 @@ def load_study(path: str | Path) -> Study:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "syntax error"
         raise StudyError(f"{path}: invalid YAML{where}: {problem}") from None
-    return parse_study(data, str(path))
+    return parse_study(data, str(path), trusted)
 
 
 def study_hash(path: str | Path) -> str:

@@ -7,6 +7,8 @@ functions that need them.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -111,6 +113,8 @@ class TrainableInfo:
     # "module:function" (trainable, config, checkpoint state, data) -> named arrays that the
     # report shows for the selected trial, e.g. conv1 filters before and after training
     views: str | None = None
+    # a user's "module:function" model builder: any hyperparameter name is passed to it
+    custom: bool = False
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
@@ -163,6 +167,51 @@ def load_model(directory):
     return load(directory)
 
 
+# What the training loop itself reads; a custom trainable gets these defaults.
+LOOP_DEFAULTS: Mapping[str, object] = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "l1": 0.0,
+    "batch_size": 64,
+    "patience": 0,
+}
+
+# A study may name its own model builder as "package.module:function" (called with
+# (config, input_shape, num_classes) and returning a torch module that the same loop
+# trains). That imports and runs code, which a study file alone must never do: the user
+# opts in with `--allow-custom`, which sets this variable for the driver and its workers.
+ALLOW_CUSTOM_ENV = "HPO_ALLOW_CUSTOM"
+CUSTOM_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class CustomTrainableError(ValueError):
+    """A custom "module:function" trainable without the user's explicit opt-in."""
+
+
+def custom_allowed() -> bool:
+    return os.environ.get(ALLOW_CUSTOM_ENV) == "1"
+
+
+def is_custom(name: str) -> bool:
+    return name not in TRAINABLES and bool(CUSTOM_REFERENCE.match(name))
+
+
+def trainable_info(name: str, *, trusted: bool = False) -> TrainableInfo:
+    """The registered trainable `name`, or a custom "module:function" one when allowed
+    (`trusted`: reading saved results, which runs none of its code)."""
+    if name in TRAINABLES:
+        return TRAINABLES[name]
+    if not is_custom(name):
+        raise KeyError(name)
+    if not (trusted or custom_allowed()):
+        raise CustomTrainableError(
+            f"custom trainable {name!r} runs your code: pass --allow-custom to opt in"
+        )
+    return TrainableInfo(name, name, LOOP_DEFAULTS, custom=True)
+
+
 def resolve(reference: str):
     """Import "module:function" lazily (heavy imports happen only when used)."""
     import importlib
@@ -172,6 +221,12 @@ def resolve(reference: str):
 
 
 __all__ = [
+    "ALLOW_CUSTOM_ENV",
+    "CustomTrainableError",
+    "LOOP_DEFAULTS",
+    "custom_allowed",
+    "is_custom",
+    "trainable_info",
     "DatasetError",
     "DatasetInfo",
     "WeightsError",

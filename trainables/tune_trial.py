@@ -16,16 +16,23 @@ STATE_FILE = "state.pt"
 
 
 class TuneReporter:
-    """`trainables.loop.Reporter` backed by `tune.report` / `tune.get_checkpoint`."""
+    """`trainables.loop.Reporter` backed by `tune.report` / `tune.get_checkpoint`; every
+    result names the Ray node that computed it (trials.csv's node_id)."""
+
+    def __init__(self) -> None:
+        import ray
+
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def restore(self) -> dict | None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
-            return torch.load(Path(directory) / STATE_FILE, weights_only=True)
+            return torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
 
     def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        metrics = {**metrics, "node_id": self.node_id}
         if state is None:
             tune.report(metrics)
             return
@@ -40,11 +47,22 @@ def run_trial(
     trainable_name: str,
     max_epochs: int,
     threads: int | None = None,
+    gpu: float = 0.0,
 ) -> None:
-    """Function trainable given to Tuner through `tune.with_parameters` (data shipped once)."""
-    train(trainable_name, config, data, TuneReporter(), max_epochs=max_epochs, threads=threads)
+    """Function trainable given to Tuner through `tune.with_parameters` (data shipped once).
+    A trial given a (fraction of a) GPU trains on it; Ray sets CUDA_VISIBLE_DEVICES."""
+    device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
+    train(
+        trainable_name,
+        config,
+        data,
+        TuneReporter(),
+        max_epochs=max_epochs,
+        threads=threads,
+        device=device,
+    )
 
 
 def load_checkpoint_state(path: str | Path) -> dict:
     """The state dict saved in a trial checkpoint directory."""
-    return torch.load(Path(path) / STATE_FILE, weights_only=True)
+    return torch.load(Path(path) / STATE_FILE, weights_only=True, map_location="cpu")
