@@ -1,0 +1,134 @@
+"""A Ray cluster on loopback for tests: nodes started with `ray start --block`.
+
+Each node is one `ray start --block` process; terminating it takes the node's raylet and
+workers down with it (Ray starts them fate-sharing with that process), which is how the
+tests stop one node of a two-node cluster. Token authentication is on
+(RAY_AUTH_MODE=token) for every node and for the `hpo` processes the tests start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cluster_env(**extra: str) -> dict[str, str]:
+    """Environment of every node and client: token auth, this venv first on PATH (the
+    job's `python`), the repository importable (tests.faults)."""
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(REPO),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **extra,
+    }
+
+
+class LocalCluster:
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.log_dir, self.env = log_dir, env
+        self.nodes: list[subprocess.Popen] = []
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard_port = free_port()
+
+    def _node_ports(self) -> list[str]:
+        """Every per-node port explicit and free: two nodes share one host here."""
+        return [
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ]
+
+    def _start(self, arguments: list[str], name: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed by the process
+        command = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1"]
+        process = subprocess.Popen(
+            [*command, *arguments, *self._node_ports()],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.nodes.append(process)
+        return process
+
+    def start_head(self, num_cpus: int = 1, dashboard: bool = False) -> None:
+        arguments = [
+            "--head",
+            f"--port={self.port}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--ray-client-server-port={free_port()}",
+            "--disable-usage-stats",
+        ]
+        if dashboard:
+            arguments += [
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+            ]
+        else:
+            arguments += ["--include-dashboard=false"]
+        self._start(arguments, "head")
+        self.wait_for_nodes(1)
+
+    def add_node(self, num_cpus: int = 1) -> subprocess.Popen:
+        process = self._start(
+            [f"--address={self.address}", f"--num-cpus={num_cpus}", "--num-gpus=0"],
+            f"node-{len(self.nodes)}",
+        )
+        self.wait_for_nodes(len(self.nodes))
+        return process
+
+    def alive_nodes(self) -> int:
+        probe = (
+            f"import ray; ray.init(address='{self.address}', logging_level='ERROR'); "
+            "print(sum(1 for n in ray.nodes() if n['Alive']))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=self.env, capture_output=True, text=True
+        )
+        lines = done.stdout.strip().splitlines()
+        return int(lines[-1]) if done.returncode == 0 and lines else 0
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.alive_nodes() < count:
+            for process in self.nodes:
+                assert process.poll() is None, (self.log_dir / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"cluster never had {count} nodes alive"
+            time.sleep(1)
+
+    def stop_node(self, process: subprocess.Popen) -> None:
+        """Stop one node: its `ray start` process and every process of its session."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+
+    def shutdown(self) -> None:
+        for process in reversed(self.nodes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.nodes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)

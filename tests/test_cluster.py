@@ -1,0 +1,123 @@
+"""A study on an existing Ray cluster (two nodes on 127.0.0.1, started with `ray start`),
+a worker node stopped mid-run, and a study submitted as a Ray Job (issue 7)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.cluster import LocalCluster, cluster_env
+from tests.conftest import TINY_STUDY
+from tests.test_faults import reported
+
+STUDY = {
+    **TINY_STUDY,
+    "name": "on_cluster",
+    "strategies": ["random"],
+    "resources": {"cpu": 1},
+    "max_concurrent_trials": 2,
+    "max_failures": 3,
+}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    logs = tmp_path / "ray-logs"
+    logs.mkdir()
+    started = LocalCluster(logs, cluster_env())
+    yield started
+    started.shutdown()
+
+
+def hpo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], env=env, capture_output=True, text=True
+    )
+
+
+def write(tmp_path: Path, study: dict) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.mark.slow
+def test_a_study_runs_on_both_nodes_and_survives_losing_one(cluster, tmp_path):
+    cluster.start_head(num_cpus=1)
+    worker = cluster.add_node(num_cpus=1)
+    study = {**STUDY, "budget": {"max_epochs": 20, "total_epochs": 120}}
+    results = tmp_path / "results"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpo.cli", "run", str(write(tmp_path, study))]
+        + ["--results", str(results), "--address", cluster.address],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = results / "on_cluster" / "random" / "seed-0"
+    deadline = time.monotonic() + 300
+    while len({r["node_id"] for r in reported(run_dir) if "node_id" in r}) < 2:
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "trials never ran on both nodes"
+        time.sleep(0.2)
+    epochs_before = len(reported(run_dir))
+    cluster.stop_node(worker)  # mid-run: its trial dies with it
+    stopped_at = time.monotonic()
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+
+    trials = pd.read_csv(results / "on_cluster" / "trials.csv")
+    assert trials["node_id"].nunique() == 2  # both nodes trained trials
+    assert len(trials) == 120 and not trials.duplicated(["trial_id", "epoch"]).any()
+    marker = json.loads((run_dir / "hpo_run.json").read_text())
+    assert marker["status"] == "finished" and marker["errors"] == 0  # rescheduled, not lost
+    figures = {
+        "epochs_before_stop": epochs_before,
+        "rows": len(trials),
+        "nodes": int(trials["node_id"].nunique()),
+        "stop_to_end_s": round(time.monotonic() - stopped_at, 1),
+    }
+    (tmp_path / "figures.json").write_text(json.dumps(figures))
+
+
+@pytest.mark.slow
+def test_a_study_submitted_as_a_ray_job_is_followed_to_completion(cluster, tmp_path):
+    cluster.start_head(num_cpus=2, dashboard=True)
+    dashboard = f"http://127.0.0.1:{cluster.dashboard_port}"
+    study = {**STUDY, "name": "as_job", "budget": {"max_epochs": 3, "total_epochs": 12}}
+    results = tmp_path / "results"
+    submitted = hpo(
+        "submit", str(write(tmp_path, study)), "--address", dashboard, "--results", str(results),
+        env=cluster.env,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    job_id = submitted.stdout.split()[0]
+    submitted_at = time.monotonic()
+
+    deadline = time.monotonic() + 400
+    while True:
+        status = hpo("status", job_id, "--address", dashboard, env=cluster.env)
+        assert status.returncode == 0, status.stderr[-3000:]
+        if status.stdout.startswith(f"job {job_id}: SUCCEEDED"):
+            break
+        assert "FAILED" not in status.stdout.splitlines()[0], status.stdout
+        assert time.monotonic() < deadline, status.stdout
+        time.sleep(2)
+    rows = status.stdout.splitlines()
+    assert rows[2].split()[:3] == ["random", "0", "finished"]
+    trials = pd.read_csv(results / "as_job" / "trials.csv")
+    assert len(trials) == 12
+    logs = hpo("logs", job_id, "--address", dashboard, env=cluster.env)
+    assert logs.returncode == 0 and "random seed 0" in logs.stdout
+    listed = hpo("list", str(results), env=cluster.env)
+    assert "as_job" in listed.stdout and "finished" in listed.stdout
+    figures = {"submit_to_succeeded_s": round(time.monotonic() - submitted_at, 1)}
+    (tmp_path / "figures.json").write_text(json.dumps(figures))
