@@ -48,9 +48,17 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# Ray turns 127.0.0.1 into this machine's outward address, and its servers then listen on
+# every interface, unless multi-node support is off (ray_constants.ENABLE_RAY_CLUSTER).
+SINGLE_HOST_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def init_ray(address: str | None = None) -> None:
-    """Connect to `address` (an existing cluster) or start Ray locally on loopback."""
+    """Connect to `address` (an existing cluster) or start Ray locally on loopback only."""
+    if not address:
+        os.environ[SINGLE_HOST_ENV] = "0"  # read by Ray's own processes as they start
     import ray
+    from ray._private import ray_constants
 
     from trainables import ALLOW_CUSTOM_ENV, custom_allowed
 
@@ -67,11 +75,15 @@ def init_ray(address: str | None = None) -> None:
             runtime_env={"env_vars": allow} if allow else None,
         )
     else:
+        ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the env
         ray.init(
+            # "local": a new instance, even where `ray start` left a cluster on this
+            # machine (ray.init() would join it, or hang on a dead one's address file)
+            address="local",
             include_dashboard=False,
             log_to_driver=False,
             logging_level="WARNING",
-            _node_ip_address="127.0.0.1",  # a local study listens on loopback only
+            _node_ip_address="127.0.0.1",
         )
 
 

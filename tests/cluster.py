@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from hpo.runner import SINGLE_HOST_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -26,11 +28,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cluster_env(**extra: str) -> dict[str, str]:
+def cluster_env(multi_node: bool, **extra: str) -> dict[str, str]:
     """Environment of every node and client: token auth, this venv first on PATH (the
-    job's `python`), the repository importable (tests.faults)."""
+    job's `python`), the repository importable (tests.faults).
+
+    One node keeps everything on 127.0.0.1 (Ray's multi-node support off). Ray cannot add
+    a second node that way: with it on, Ray rewrites the 127.0.0.1 it is given to this
+    host's outward address (services.resolve_ip_for_localhost), so a two-node cluster's
+    traffic stays on this host but not on the loopback interface."""
     return {
         **os.environ,
+        SINGLE_HOST_ENV: "1" if multi_node else "0",
         "RAY_AUTH_MODE": "token",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(REPO),

@@ -60,10 +60,16 @@ def ray_session():
     import os
 
     import ray
+    from ray._private import ray_constants
+
+    from hpo.runner import SINGLE_HOST_ENV
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
+        os.environ[SINGLE_HOST_ENV] = "0"  # on loopback only, as hpo run's local Ray
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(
+            address="local",  # never a cluster that another test started with `ray start`
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from hpo.runner import SINGLE_HOST_ENV
 from tests.cluster import LocalCluster, cluster_env
 from tests.conftest import TINY_STUDY
 from tests.test_faults import reported
@@ -28,12 +29,19 @@ STUDY = {
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    logs = tmp_path / "ray-logs"
-    logs.mkdir()
-    started = LocalCluster(logs, cluster_env())
-    yield started
-    started.shutdown()
+def start_cluster(tmp_path):
+    """Start a loopback cluster (`multi_node`: one that can take a second node)."""
+    started: list[LocalCluster] = []
+
+    def start(multi_node: bool) -> LocalCluster:
+        logs = tmp_path / "ray-logs"
+        logs.mkdir()
+        started.append(LocalCluster(logs, cluster_env(multi_node)))
+        return started[-1]
+
+    yield start
+    for cluster in started:
+        cluster.shutdown()
 
 
 def hpo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -49,7 +57,8 @@ def write(tmp_path: Path, study: dict) -> Path:
 
 
 @pytest.mark.slow
-def test_a_study_runs_on_both_nodes_and_survives_losing_one(cluster, tmp_path):
+def test_a_study_runs_on_both_nodes_and_survives_losing_one(start_cluster, tmp_path):
+    cluster = start_cluster(multi_node=True)
     cluster.start_head(num_cpus=1)
     worker = cluster.add_node(num_cpus=1)
     study = {**STUDY, "budget": {"max_epochs": 20, "total_epochs": 120}}
@@ -89,7 +98,8 @@ def test_a_study_runs_on_both_nodes_and_survives_losing_one(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_submitted_as_a_ray_job_is_followed_to_completion(cluster, tmp_path):
+def test_a_study_submitted_as_a_ray_job_is_followed_to_completion(start_cluster, tmp_path):
+    cluster = start_cluster(multi_node=False)
     cluster.start_head(num_cpus=2, dashboard=True)
     dashboard = f"http://127.0.0.1:{cluster.dashboard_port}"
     study = {**STUDY, "name": "as_job", "budget": {"max_epochs": 3, "total_epochs": 12}}
@@ -121,3 +131,26 @@ def test_a_study_submitted_as_a_ray_job_is_followed_to_completion(cluster, tmp_p
     assert "as_job" in listed.stdout and "finished" in listed.stdout
     figures = {"submit_to_succeeded_s": round(time.monotonic() - submitted_at, 1)}
     (tmp_path / "figures.json").write_text(json.dumps(figures))
+
+
+LISTENING = """
+import psutil, ray
+import hpo.strategies  # imports Ray before init_ray, as hpo run may
+from hpo.runner import init_ray
+init_ray()
+ours = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
+listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN"
+             and c.pid in ours}
+print(ray.get_runtime_context().gcs_address, *sorted(listening))
+"""
+
+
+def test_a_local_study_listens_on_loopback_only():
+    env = {k: v for k, v in cluster_env(False).items() if k != SINGLE_HOST_ENV}  # init_ray's job
+    done = subprocess.run(
+        [sys.executable, "-c", LISTENING], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    gcs, *addresses = done.stdout.split()
+    assert gcs.startswith("127.0.0.1:") and addresses
+    assert set(addresses) <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
