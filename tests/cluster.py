@@ -137,6 +137,7 @@ class LocalCluster:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in self.nodes:
             try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+                process.wait(timeout=3)
+            except subprocess.TimeoutExpired:  # `ray start --block` may ignore SIGTERM
                 os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)

@@ -85,6 +85,8 @@ def test_a_study_runs_on_both_nodes_and_survives_losing_one(start_cluster, tmp_p
 
     trials = pd.read_csv(results / "on_cluster" / "trials.csv")
     assert trials["node_id"].nunique() == 2  # both nodes trained trials
+    moved = trials.groupby("trial_id")["node_id"].nunique()
+    assert (moved == 2).any()  # the stopped node's trial went on on the other node
     assert len(trials) == 120 and not trials.duplicated(["trial_id", "epoch"]).any()
     marker = json.loads((run_dir / "hpo_run.json").read_text())
     assert marker["status"] == "finished" and marker["errors"] == 0  # rescheduled, not lost
@@ -92,6 +94,7 @@ def test_a_study_runs_on_both_nodes_and_survives_losing_one(start_cluster, tmp_p
         "epochs_before_stop": epochs_before,
         "rows": len(trials),
         "nodes": int(trials["node_id"].nunique()),
+        "trials_moved": int((moved == 2).sum()),
         "stop_to_end_s": round(time.monotonic() - stopped_at, 1),
     }
     (tmp_path / "figures.json").write_text(json.dumps(figures))
