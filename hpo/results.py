@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,30 @@ def _json_default(value: Any) -> Any:
 def read_json(path: str | Path) -> dict | None:
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def result_lines(experiment_dir: str | Path | None) -> Iterator[dict[str, Any]]:
+    """Every result a run's trials wrote so far, from their result.json files (a run in
+    progress, or one whose driver died, has nothing else yet); a line being written or
+    cut by a crash is skipped."""
+    if experiment_dir is None:
+        return
+    for result_file in Path(experiment_dir).glob("*/result.json"):
+        for line in result_file.read_text().splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def epochs_on_disk(experiment_dir: str | Path | None) -> dict[str, int]:
+    """Highest training_iteration per trial id: the epochs each trial has spent."""
+    found: dict[str, int] = {}
+    for row in result_lines(experiment_dir):
+        trial, epoch = row.get("trial_id"), int(row.get("training_iteration", 0))
+        if trial:
+            found[trial] = max(found.get(trial, 0), epoch)
+    return found
 
 
 def trial_frame(

@@ -99,9 +99,7 @@ def run_complete(experiment_dir: Path, total_epochs: int) -> bool:
     spent (Tune does not re-save trials that the final stop-all ended, so their saved
     status may be stale) or when every saved trial has ended.
     """
-    from hpo.strategies.budget import epochs_on_disk
-
-    if sum(epochs_on_disk(experiment_dir).values()) >= total_epochs:
+    if sum(res.epochs_on_disk(experiment_dir).values()) >= total_epochs:
         return True
     trials = res.load_analysis(experiment_dir).trials
     return all(t.status in ("TERMINATED", "ERROR") for t in trials)

@@ -7,7 +7,6 @@ study that a Ray Job is running on a cluster and on one copied from another mach
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -53,23 +52,14 @@ def run_state(marker: dict[str, Any] | None) -> str:
 
 
 def reported_so_far(experiment_dir: Path, metric: str, mode: str) -> tuple[int, int, float]:
-    """Trials that reported, epochs spent (highest epoch per trial) and the best metric,
-    from the trials' result.json lines (a run in progress has nothing else yet)."""
-    epochs: dict[str, int] = {}
-    values: list[float] = []
-    for result_file in experiment_dir.glob("*/result.json"):
-        for line in result_file.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            trial = row.get("trial_id")
-            if not trial:
-                continue
-            epochs[trial] = max(epochs.get(trial, 0), int(row.get("training_iteration", 0)))
-            value = row.get(metric)
-            if isinstance(value, (int, float)) and value == value:  # not NaN
-                values.append(float(value))
+    """Trials that reported, epochs spent (highest epoch per trial) and the best metric
+    so far, from the trials' result.json lines."""
+    epochs = res.epochs_on_disk(experiment_dir)
+    values = [
+        float(v)
+        for row in res.result_lines(experiment_dir)
+        if isinstance(v := row.get(metric), (int, float)) and v == v  # not NaN
+    ]
     best = (max(values) if mode == "max" else min(values)) if values else float("nan")
     return len(epochs), sum(epochs.values()), best
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from ray.tune import Stopper
+
+from hpo.results import epochs_on_disk
 
 
 class EpochBudget(Stopper):
@@ -42,20 +41,3 @@ class EpochBudget(Stopper):
 
     def _count(self, trial_id: str, epochs: int) -> None:
         self._epochs[trial_id] = max(self._epochs.get(trial_id, 0), epochs)
-
-
-def epochs_on_disk(experiment_dir: str | Path | None) -> dict[str, int]:
-    """Highest training_iteration per trial id in an experiment's result.json files."""
-    found: dict[str, int] = {}
-    if experiment_dir is None:
-        return found
-    for result_file in Path(experiment_dir).glob("*/result.json"):
-        for line in result_file.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            trial, epoch = row.get("trial_id"), int(row.get("training_iteration", 0))
-            if trial:
-                found[trial] = max(found.get(trial, 0), epoch)
-    return found
