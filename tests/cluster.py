@@ -1,13 +1,14 @@
 """A Ray cluster on loopback for tests: nodes started with `ray start --block`.
 
-Each node is one `ray start --block` process; terminating it takes the node's raylet and
-workers down with it (Ray starts them fate-sharing with that process), which is how the
-tests stop one node of a two-node cluster. Token authentication is on
-(RAY_AUTH_MODE=token) for every node and for the `hpo` processes the tests start.
+Each node is one `ray start --block` process with its raylet and workers under it;
+`stop_node` kills all of them, which is how the tests stop one node of a two-node cluster.
+Token authentication is on (RAY_AUTH_MODE=token) for every node and for the `hpo`
+processes the tests start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 from hpo.runner import SINGLE_HOST_ENV
 
@@ -66,12 +69,14 @@ class LocalCluster:
             f"--metrics-export-port={free_port()}",
         ]
 
-    def _start(self, arguments: list[str], name: str) -> subprocess.Popen:
+    def _start(
+        self, arguments: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed by the process
         command = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1"]
         process = subprocess.Popen(
             [*command, *arguments, *self._node_ports()],
-            env=self.env,
+            env={**self.env, **(env or {})},  # the node's workers inherit it
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -99,10 +104,11 @@ class LocalCluster:
         self._start(arguments, "head")
         self.wait_for_nodes(1)
 
-    def add_node(self, num_cpus: int = 1) -> subprocess.Popen:
+    def add_node(self, num_cpus: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
         process = self._start(
             [f"--address={self.address}", f"--num-cpus={num_cpus}", "--num-gpus=0"],
             f"node-{len(self.nodes)}",
+            env,
         )
         self.wait_for_nodes(len(self.nodes))
         return process
@@ -127,9 +133,16 @@ class LocalCluster:
             time.sleep(1)
 
     def stop_node(self, process: subprocess.Popen) -> None:
-        """Stop one node: its `ray start` process and every process of its session."""
+        """Stop one node as a machine failure would: SIGKILL its `ray start` process and
+        every process under it at once (its raylet would take the workers down only
+        seconds later, while they went on training)."""
+        node = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
         os.killpg(process.pid, signal.SIGKILL)
+        for member in node:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
         process.wait(timeout=60)
+        psutil.wait_procs(node, timeout=60)
 
     def shutdown(self) -> None:
         for process in reversed(self.nodes):

@@ -44,6 +44,14 @@ def reported(run_dir: Path) -> list[dict]:
     return list(result_lines(run_dir))
 
 
+def held_at_epoch_3(faults: Path, run_dir: Path) -> dict | None:
+    """The epoch-3 report of a trial that tests/faults.py now holds, once the driver has it
+    (so epoch 3 is its last checkpoint)."""
+    held = {int(path.read_text()) for path in faults.glob("held-*")}
+    rows = [r for r in reported(run_dir) if r.get("epoch") == 3 and r.get("pid") in held]
+    return rows[0] if rows else None
+
+
 def wait_until(condition, process: subprocess.Popen, what: str, timeout_s: float = 300):
     deadline = time.monotonic() + timeout_s
     while not (value := condition()):
@@ -116,20 +124,22 @@ def test_a_worker_killed_with_sigkill_resumes_its_trial_from_the_last_checkpoint
     study = {
         **TINY_STUDY,
         "name": "killed_worker",
-        "space": {"lr": {"loguniform": {"low": 1.0e-3, "high": 1.0e-2}}},
+        "trainable": FLAKY,
+        "fixed": {"lr": 0.01},
+        "space": {"fail": {"choice": ["hold", "never"]}},
         "budget": {"max_epochs": 30, "total_epochs": 60},
-        "strategies": ["random"],
+        "strategies": ["grid"],
         "max_failures": 2,
     }
+    faults = tmp_path / "faults"
+    faults.mkdir()
     results = tmp_path / "results"
-    process = start_hpo("run", str(write(tmp_path, study)), "--results", str(results))
-    run_dir = results / "killed_worker" / "random" / "seed-0"
-
-    def a_trial_at_epoch_3():
-        rows = [r for r in reported(run_dir) if r.get("epoch") == 3]
-        return rows[0] if rows else None
-
-    victim = wait_until(a_trial_at_epoch_3, process, "a trial's third epoch")
+    process = start_hpo(
+        "run", str(write(tmp_path, study)), "--results", str(results), "--allow-custom",
+        env={"HPO_FAULT_DIR": str(faults)},
+    )  # fmt: skip
+    run_dir = results / "killed_worker" / "grid" / "seed-0"
+    victim = wait_until(lambda: held_at_epoch_3(faults, run_dir), process, "a held trial")
     os.kill(int(victim["pid"]), signal.SIGKILL)
     killed_at = time.monotonic()
     _, stderr = process.communicate(timeout=600)
@@ -139,6 +149,7 @@ def test_a_worker_killed_with_sigkill_resumes_its_trial_from_the_last_checkpoint
     assert_each_epoch_once(trials, 30)
     assert len(trials) == 60  # the full budget: no epoch lost, none counted twice
     hit = trials[trials["trial_id"] == victim["trial_id"]]
+    assert set(hit["config/fail"]) == {"hold"}
     assert hit["epoch"].max() == 30 and hit["pid"].nunique() == 2  # resumed in a new worker
     assert int(victim["pid"]) in set(hit["pid"])
     # Raw reports too: the retried trial went on from its last checkpoint (every epoch
