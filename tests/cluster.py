@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,10 +26,27 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# Ports for the nodes' servers: above Ray's worker ports (10002-19999 by default) and below
+# the kernel's ephemeral range, from which every outgoing connection and bind(0) draws. A
+# port bind(0) found free was taken again moments later under load (CI saw a node's
+# dashboard agent fail with "Address already in use").
+NODE_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that is free now, outside the ephemeral range, not handed out before."""
+    while True:
+        port = random.choice(NODE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def cluster_env(multi_node: bool, **extra: str) -> dict[str, str]:
