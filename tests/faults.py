@@ -3,9 +3,9 @@
 
 `fail: once` raises in the trial's second epoch on its first attempt only, `fail: always`
 raises in the first epoch of every attempt, `fail: hold` holds its first attempt after 3
-epochs (see below), `fail: never` trains normally. Each attempt
-is counted in a file under $HPO_FAULT_DIR (one per trial seed and learning rate), so the
-tests can check how often Ray Tune retried.
+epochs (see below), `fail: never` trains normally. Each attempt is counted in a file under
+$HPO_FAULT_DIR (one per trial seed and learning rate), so the tests can check how often
+Ray Tune retried.
 
 A held trial blocks until its process is killed, after writing the process id to
 $HPO_FAULT_DIR/held-<pid>: the tests kill a worker, or stop a node, while a trial is surely
