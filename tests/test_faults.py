@@ -22,6 +22,20 @@ from tests.conftest import REPO, TINY_STUDY, run_hpo
 FLAKY = "tests.faults:build_flaky"
 
 
+def flaky_study(name: str, modes: list[str], max_epochs: int, max_failures: int) -> dict:
+    """A grid study of tests/faults.py's trainable: one full-length trial per `fail` mode."""
+    return {
+        **TINY_STUDY,
+        "name": name,
+        "trainable": FLAKY,
+        "fixed": {"lr": 0.01},
+        "space": {"fail": {"choice": modes}},
+        "budget": {"max_epochs": max_epochs, "total_epochs": max_epochs * len(modes)},
+        "strategies": ["grid"],
+        "max_failures": max_failures,
+    }
+
+
 def write(tmp_path: Path, study: dict) -> Path:
     path = tmp_path / f"{study['name']}.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -71,16 +85,7 @@ def assert_each_epoch_once(trials: pd.DataFrame, max_epochs: int) -> None:
 
 @pytest.mark.slow
 def test_a_failing_trial_is_retried_from_its_checkpoint_then_marked_errored(tmp_path):
-    study = {
-        **TINY_STUDY,
-        "name": "flaky",
-        "trainable": FLAKY,
-        "fixed": {"lr": 0.01},
-        "space": {"fail": {"choice": ["never", "once", "always"]}},
-        "budget": {"max_epochs": 3, "total_epochs": 9},
-        "strategies": ["grid"],
-        "max_failures": 1,
-    }
+    study = flaky_study("flaky", ["never", "once", "always"], max_epochs=3, max_failures=1)
     study_file = write(tmp_path, study)
     results = tmp_path / "results"
     refused = run_hpo("run", str(study_file), "--results", str(results))
@@ -121,16 +126,7 @@ def test_a_failing_trial_is_retried_from_its_checkpoint_then_marked_errored(tmp_
 
 @pytest.mark.slow
 def test_a_worker_killed_with_sigkill_resumes_its_trial_from_the_last_checkpoint(tmp_path):
-    study = {
-        **TINY_STUDY,
-        "name": "killed_worker",
-        "trainable": FLAKY,
-        "fixed": {"lr": 0.01},
-        "space": {"fail": {"choice": ["hold", "never"]}},
-        "budget": {"max_epochs": 30, "total_epochs": 60},
-        "strategies": ["grid"],
-        "max_failures": 2,
-    }
+    study = flaky_study("killed_worker", ["hold", "never"], max_epochs=30, max_failures=2)
     faults = tmp_path / "faults"
     faults.mkdir()
     results = tmp_path / "results"
