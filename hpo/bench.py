@@ -62,16 +62,16 @@ def run_project(trials: int, epochs: int, root: Path, echo: Callable[[str], None
     name = f"bench-{trials}x{epochs}"
     study_file = root / f"{name}.yaml"
     study_file.write_text(yaml.safe_dump(bench_study(name, trials, epochs)))
-    meta = StudyRunner(study_file, root, echo=echo).run(fresh=True)
-    run = meta["runs"]["random/seed-0"]
+    record = StudyRunner(study_file, root, echo=echo).run(fresh=True)
+    run = record.run("random", 0)
     table = pd.read_csv(root / name / "trials.csv")
     first_epoch_began = (table["report_time"] - table["epoch_time_s"]).min()
     return Measurement(
         "hpo runner (Ray Tune)",
-        run["wall_s"],
+        run.wall_s,
         table["epoch_time_s"].sum(),
         trials,
-        startup_s=float(first_epoch_began - run["fit_started"]),
+        startup_s=float(first_epoch_began - run.fit_started),
     )
 
 
@@ -198,7 +198,7 @@ def overhead(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """All three tables of the overhead benchmark; returns the figures."""
-    from hpo.runner import init_ray
+    from hpo.ray_session import init_ray
 
     quiet = lambda _line: None  # noqa: E731 - the runner's per-run lines are not wanted here
     init_ray()

@@ -40,21 +40,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hpo.strategies import STRATEGIES
 
     study = load_study(args.file)
-    plans = {}
-    for name in study.strategies:
-        plan = STRATEGIES[name](study, study.seeds[0])
-        plans[name] = {"num_samples": plan.num_samples, **plan.notes}
+    plans = {
+        name: STRATEGIES[name].plan(study, study.seeds[0]).describe() for name in study.strategies
+    }
     print(yaml.safe_dump({"study": resolved(study), "plans": plans}, sort_keys=False), end="")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hpo.runner import StudyRunner, format_leaderboard
+    from hpo.leaderboard import format_leaderboard
+    from hpo.runner import StudyRunner
 
     runner = StudyRunner(args.file, args.results, strategies=args.strategies, seeds=args.seeds)
-    meta = runner.run(address=args.address, fresh=args.fresh)
+    record = runner.run(address=args.address, fresh=args.fresh)
     print()
-    print(format_leaderboard(meta, runner.trials()))
+    print(format_leaderboard(record, runner.trials()))
     print(f"\nresults: {runner.directory}")
     report = runner.directory / "report" / "index.html"
     if runner.ran_any or not report.exists():  # a finished study's folder is left untouched

@@ -8,8 +8,6 @@ The test metric is carried along as a measurement, never used to choose.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from hpo import results as res
+from hpo.files import write_text
+from hpo.records import ExportRecord, TestScore, ValidationScore
 from hpo.spec import StudyError
-
-KIND = "hpo-best-config"
 
 
 def run_bests(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
@@ -63,44 +61,41 @@ def select(
     return ordered.iloc[0]
 
 
-def export_document(results: res.Results, row: pd.Series) -> dict[str, Any]:
+def export_document(results: res.Results, row: pd.Series) -> ExportRecord:
     """The exported file's content: config plus everything needed to trust and rerun it."""
-    study = results.study
-    metric, mode = study["metric"]["name"], study["metric"]["mode"]
+    record, study = results.record, results.study
     strategy, seed = str(row["strategy"]), int(row["seed"])
-    run = results.meta.get("runs", {}).get(f"{strategy}/seed-{seed}") or {}
-    best = run.get("best") or {}
-    same_trial = best.get("trial_id") == row["trial_id"]
-    config = dict(best["config"]) if same_trial else _config_from_row(row)
-    dataset = dict(study["dataset"])
-    if dataset.get("split_seed") is None:
-        dataset["split_seed"] = seed  # the split this run trained and was tested on
-    return {
-        "kind": KIND,
-        "study": study["name"],
-        "strategy": strategy,
-        "seed": seed,
-        "trial_id": str(row["trial_id"]),
-        "trainable": study["trainable"],
-        "dataset": dataset,
-        "config": config,
-        "validation": {
-            "metric": metric,
-            "mode": mode,
-            "value": float(row[metric]),
-            "epoch": int(row["epoch"]),
-            "max_epochs": int(study["budget"]["max_epochs"]),
-        },
-        "test": {
-            "accuracy": best.get("test_accuracy") if same_trial else None,
-            "loss": best.get("test_loss") if same_trial else None,
-        },
-        "resources": study.get("resources", {"cpu": 1, "gpu": 0}),
-        "versions": results.meta.get("versions", {}),
-        "study_file": results.meta.get("study_file"),
-        "study_hash": results.meta.get("study_hash"),
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    run = record.run(strategy, seed)
+    best = run.best if run is not None else None
+    same_trial = best is not None and best.trial_id == row["trial_id"]
+    config = dict(best.config) if same_trial else _config_from_row(row)
+    dataset = study.dataset
+    if dataset.split_seed is None:  # the split this run trained and was tested on
+        dataset = dataset.model_copy(update={"split_seed": seed})
+    return ExportRecord(
+        study=study.name,
+        strategy=strategy,
+        seed=seed,
+        trial_id=str(row["trial_id"]),
+        trainable=study.trainable,
+        dataset=dataset,
+        config=config,
+        validation=ValidationScore(
+            metric=study.metric.name,
+            mode=study.metric.mode,
+            value=float(row[study.metric.name]),
+            epoch=int(row["epoch"]),
+            max_epochs=study.budget.max_epochs,
+        ),
+        test=TestScore(accuracy=best.test.get("test_accuracy"), loss=best.test.get("test_loss"))
+        if same_trial
+        else TestScore(),
+        resources=study.resources,
+        versions=record.versions,
+        study_file=record.study_file,
+        study_hash=record.study_hash,
+        exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _config_from_row(row: pd.Series) -> dict[str, Any]:
@@ -111,44 +106,26 @@ def _config_from_row(row: pd.Series) -> dict[str, Any]:
     return config
 
 
-def as_study(document: dict[str, Any]) -> dict[str, Any]:
+def as_study(document: ExportRecord) -> dict[str, Any]:
     """A one-trial study file that reruns the exported config through `hpo run`."""
-    config = dict(document["config"])
+    config = dict(document.config)
     # A study must search something: the first hyperparameter becomes a one-value choice.
     first = next(iter(config))
-    epochs = int(document["validation"]["max_epochs"])
+    epochs = document.validation.max_epochs
     return {
-        "name": f"{document['study']}-{document['strategy']}-seed{document['seed']}-best",
-        "description": f"Exported {document['strategy']} seed {document['seed']} "
-        f"trial {document['trial_id']} of study {document['study']}",
-        "trainable": document["trainable"],
-        "dataset": document["dataset"],
+        "name": f"{document.study}-{document.strategy}-seed{document.seed}-best",
+        "description": f"Exported {document.strategy} seed {document.seed} "
+        f"trial {document.trial_id} of study {document.study}",
+        "trainable": document.trainable,
+        "dataset": document.dataset.model_dump(mode="json"),
         "fixed": {k: v for k, v in config.items() if k != first},
         "space": {first: {"choice": [config[first]]}},
-        "metric": {
-            "name": document["validation"]["metric"],
-            "mode": document["validation"]["mode"],
-        },
+        "metric": {"name": document.validation.metric, "mode": document.validation.mode},
         "budget": {"max_epochs": epochs, "min_epochs": 1, "total_epochs": epochs},
         "strategies": ["random"],
-        "seeds": [document["seed"]],
-        "resources": document["resources"],
+        "seeds": [document.seed],
+        "resources": document.resources.model_dump(mode="json"),
     }
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def export(
@@ -167,16 +144,16 @@ def export(
     study_dir = Path(study_dir)
     results = res.load_results(study_dir)  # StudyError naming the folder when it is not one
     study = results.study
-    if strategy != "best" and strategy not in study["strategies"]:
-        raise StudyError(f"--strategy: {strategy!r} is not one of {study['strategies']} or best")
-    row = select(results.trials, study["metric"]["name"], study["metric"]["mode"], strategy, seed)
+    if strategy != "best" and strategy not in study.strategies:
+        raise StudyError(f"--strategy: {strategy!r} is not one of {study.strategies} or best")
+    row = select(results.trials, study.metric.name, study.metric.mode, strategy, seed)
     document = export_document(results, row)
-    content = as_study(document) if as_study_file else document
+    content = as_study(document) if as_study_file else document.model_dump(mode="json")
     if out is None:
         stem = "study" if as_study_file else "best"
-        out = study_dir / f"{stem}-{document['strategy']}-seed{document['seed']}.{fmt}"
+        out = study_dir / f"{stem}-{document.strategy}-seed{document.seed}.{fmt}"
     if fmt == "json":
         text = json.dumps(content, indent=2) + "\n"
     else:
         text = yaml.safe_dump(content, sort_keys=False)
-    return write_atomic(out, text)
+    return write_text(out, text)

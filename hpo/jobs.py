@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hpo.files import write_text
 from hpo.spec import StudyError, load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,20 +65,26 @@ def submit(
     """Submit `hpo run STUDY` as a Ray Job and return its submission id.
 
     The study file travels inside the working_dir (copied next to the code when it lives
-    elsewhere); `results` is where the job writes on the cluster (local
-    paths are made absolute here, so on a one-machine cluster results land where they
-    would with `hpo run`; on a multi-node cluster give a path every node shares).
+    elsewhere); `results` is where the job writes on the cluster (made absolute here, so
+    on a one-machine cluster results land where they would with `hpo run`; on a
+    multi-node cluster give a path every node shares; URIs such as s3://… are refused).
     """
     study_file = Path(study_file)
     study = load_study(study_file)  # a bad study fails here, before anything is sent
-    if "://" not in results:  # a local path: the same absolute path on the cluster
-        results = str(Path(results).resolve())
+    if "://" in results:
+        # `hpo run` writes through local paths (records, trials.csv, Tune's storage_path):
+        # an s3://… root would become a local folder named "s3:" in the job's directory.
+        raise StudyError(
+            f"--results {results}: object storage is not supported yet; give a folder that "
+            "every cluster node sees (e.g. an NFS mount)"
+        )
+    results = str(Path(results).resolve())  # the same absolute path on the cluster
     try:
         relative = study_file.resolve().relative_to(REPO)
         study_path, staged = str(relative), None
     except ValueError:  # outside the project: stage a copy that travels with the code
         staged = REPO / STAGED_STUDY
-        staged.write_text(study_file.read_text())
+        write_text(staged, study_file.read_text())
         study_path = STAGED_STUDY
     try:
         job_id = client(address).submit_job(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,64 +15,16 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.spec import StudyError
+from hpo.records import StudyRecord, read_study_record
+from hpo.spec import Study, StudyError
 from trainables import EPOCH_METRICS
 
 METRIC_COLUMNS = [*EPOCH_METRICS, "diverged", "early_stopped"]
 # Trial statuses as the results and the report show them.
-FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = (
-    "finished",
-    "early_stopped",
-    "diverged",
-    "errored",
-    "running",
-)
-RUN_MARKER = "hpo_run.json"
+TRIAL_STATUSES: tuple[str, ...] = ("finished", "early_stopped", "diverged", "errored", "running")
+FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = TRIAL_STATUSES
+TRIALS_FILE = "trials.csv"
 VIEWS_FILE = "views.npz"  # arrays of the run's selected trial for the report (trainable views)
-
-
-def run_dir(study_dir: str | Path, strategy: str, seed: int) -> Path:
-    return Path(study_dir) / strategy / f"seed-{seed}"
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON through a temporary file and rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=_json_default, allow_nan=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
-def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def write_npz_atomic(path: str | Path, arrays: dict[str, Any]) -> None:
-    import numpy as np
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
-
-
-def read_json(path: str | Path) -> dict | None:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def result_lines(experiment_dir: str | Path | None) -> Iterator[dict[str, Any]]:
@@ -206,23 +156,34 @@ REQUIRED_COLUMNS = ("strategy", "seed", "trial_id", "status", "epoch", "cum_epoc
 
 @dataclass
 class Results:
-    """What the report reads: study.json (as saved) and trials.csv."""
+    """What the report and export read: the study's record (study.json) and trials.csv."""
 
     directory: Path
-    meta: dict[str, Any]
+    record: StudyRecord
     trials: pd.DataFrame
 
     @property
-    def study(self) -> dict[str, Any]:
-        return self.meta["study"]
+    def study(self) -> Study:
+        return self.record.study
 
     @property
     def metric(self) -> str:
-        return self.study["metric"]["name"]
+        return self.record.metric
 
     @property
     def mode(self) -> str:
-        return self.study["metric"]["mode"]
+        return self.record.mode
+
+
+def read_trials(study_dir: str | Path) -> pd.DataFrame:
+    """trials.csv as saved (empty when no run has reported yet)."""
+    path = Path(study_dir) / TRIALS_FILE
+    try:
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise StudyError(f"{path}: unreadable CSV ({error})") from None
 
 
 def load_results(study_dir: str | Path) -> Results:
@@ -231,29 +192,14 @@ def load_results(study_dir: str | Path) -> Results:
     directory = Path(study_dir)
     if not directory.is_dir():
         raise StudyError(f"{directory}: no such folder ({EXPECTED})")
-    meta_file = directory / "study.json"
-    if not meta_file.is_file():
-        raise StudyError(f"{directory}: no study.json ({EXPECTED})")
-    try:
-        meta = json.loads(meta_file.read_text())
-        metric = meta["study"]["metric"]
-        if metric["mode"] not in ("max", "min") or not metric["name"]:
-            raise ValueError(f"metric {metric!r}")
-    except (ValueError, KeyError, TypeError) as error:
-        raise StudyError(f"{meta_file}: not a study.json written by `hpo run` ({error})") from None
-    trials_file = directory / "trials.csv"
-    try:
-        trials = pd.read_csv(trials_file) if trials_file.is_file() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
-        trials = pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise StudyError(f"{trials_file}: unreadable CSV ({error})") from None
+    record = read_study_record(directory)
+    trials = read_trials(directory)
     if trials.empty:
         raise StudyError(
             f"{directory}: no trial has reported yet (trials.csv is missing or empty); "
             "run the report once a run has finished or been interrupted"
         )
-    missing = [c for c in (*REQUIRED_COLUMNS, metric["name"]) if c not in trials]
+    missing = [c for c in (*REQUIRED_COLUMNS, record.metric) if c not in trials]
     if missing:
-        raise StudyError(f"{trials_file}: missing columns {missing} ({EXPECTED})")
-    return Results(directory, meta, trials)
+        raise StudyError(f"{directory / TRIALS_FILE}: missing columns {missing} ({EXPECTED})")
+    return Results(directory, record, trials)

@@ -12,65 +12,46 @@ import json
 import math
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hpo.export import KIND
+from hpo.files import staged_folder
+from hpo.records import ExportRecord, read_export
 from hpo.spec import StudyError
 
-REQUIRED = ("trainable", "dataset", "config", "validation", "study", "strategy", "seed")
 
+def load_export(path: str | Path) -> ExportRecord:
+    """Read an `hpo export` file whose trainable this process may run (a custom one only
+    with --allow-custom); StudyError names what is wrong."""
+    from trainables import CustomTrainableError, trainable_info
 
-def load_export(path: str | Path) -> dict[str, Any]:
-    """Read an `hpo export` file (YAML or JSON); StudyError names what is wrong."""
-    from trainables import DATASETS, CustomTrainableError, trainable_info
-
-    path = Path(path)
+    document = read_export(path)
     try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise StudyError(f"{path}: no such export file") from None
-    except yaml.YAMLError as error:
-        raise StudyError(f"{path}: invalid YAML/JSON ({error.__class__.__name__})") from None
-    if not isinstance(document, dict) or document.get("kind") != KIND:
-        raise StudyError(f"{path}: not an hpo export (expected kind: {KIND}; see hpo export)")
-    missing = [key for key in REQUIRED if key not in document]
-    if missing:
-        raise StudyError(f"{path}: {missing[0]}: required field is missing")
-    try:
-        trainable_info(document["trainable"])
+        trainable_info(document.trainable)
     except KeyError:
-        name = document["trainable"]
-        raise StudyError(f"{path}: trainable: unknown trainable {name!r}") from None
+        raise StudyError(f"{path}: trainable: unknown trainable {document.trainable!r}") from None
     except CustomTrainableError as error:
         raise StudyError(f"{path}: trainable: {error}") from None
-    if document["dataset"].get("name") not in DATASETS:
-        raise StudyError(
-            f"{path}: dataset.name: unknown dataset {document['dataset'].get('name')!r}"
-        )
     return document
 
 
-def apply_overrides(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(document: ExportRecord, overrides: dict[str, Any]) -> ExportRecord:
     """The export with some hyperparameters replaced; names are checked against the
-    trainable's, and the replaced values are recorded in the document."""
+    trainable's (`hpo retrain --set NAME=VALUE`)."""
     from trainables import trainable_info
 
-    known = trainable_info(document["trainable"]).defaults
+    known = trainable_info(document.trainable).defaults
     for name in overrides:
         if name not in known:
             raise StudyError(
-                f"--set {name}: trainable {document['trainable']!r} has no hyperparameter "
+                f"--set {name}: trainable {document.trainable!r} has no hyperparameter "
                 f"{name!r}; expected one of {sorted(known)}"
             )
     if not overrides:
         return document
-    return {**document, "config": {**document["config"], **overrides}, "overrides": overrides}
+    return document.model_copy(update={"config": {**document.config, **overrides}})
 
 
 def training_bundle(data, train_only: bool):
@@ -118,7 +99,7 @@ class KeepingReporter:
 
 
 def retrain_seed(
-    document: dict[str, Any],
+    document: ExportRecord,
     data,
     seed: int,
     epochs: int,
@@ -132,12 +113,12 @@ def retrain_seed(
     from trainables.loop import evaluate_state, train
 
     reporter = KeepingReporter(
-        document["validation"]["metric"] if train_only else None, document["validation"]["mode"]
+        document.validation.metric if train_only else None, document.validation.mode
     )
-    config = {**document["config"], "seed": seed}
+    config = {**document.config, "seed": seed}
     began = time.perf_counter()
     train(
-        document["trainable"],
+        document.trainable,
         config,
         training_bundle(data, train_only),
         reporter,
@@ -155,7 +136,7 @@ def retrain_seed(
     }
     if reporter.rows and reporter.rows[-1]["diverged"]:
         return {**outcome, "status": "diverged", "test_accuracy": None, "test_loss": None}
-    measured = evaluate_state(document["trainable"], config, reporter.state, data)
+    measured = evaluate_state(document.trainable, config, reporter.state, data)
     return {**outcome, "status": "finished", **measured, "state": reporter.state["model"]}
 
 
@@ -175,37 +156,36 @@ def retrain(
     weights=none to train the same model from scratch as a baseline."""
     import ray
 
-    from hpo.runner import init_ray
+    from hpo.ray_session import init_ray
     from trainables import trainable_info
-    from trainables.data import load_dataset, options_from
+    from trainables.data import load_dataset
 
-    document = apply_overrides(load_export(export_file), overrides or {})
-    epochs = int(epochs or document["validation"]["epoch"])
+    overrides = overrides or {}
+    document = apply_overrides(load_export(export_file), overrides)
+    epochs = int(epochs or document.validation.epoch)
     if epochs < 1:
         raise StudyError("--epochs: expected a positive number of epochs")
     out = Path(out) if out else Path(export_file).parent / f"retrain-{Path(export_file).stem}"
-    spec = document["dataset"]
+    spec = document.dataset
     data = load_dataset(
-        spec["name"],
-        spec["val_fraction"],
-        spec["test_fraction"],
-        spec["split_seed"],
-        scale=trainable_info(document["trainable"]).input_scale,
-        **options_from(spec),
+        spec.name,
+        spec.val_fraction,
+        spec.test_fraction,
+        spec.split_seed,
+        scale=trainable_info(document.trainable).input_scale,
+        **spec.loader_options(),
     )
-    resources = document.get("resources") or {"cpu": 1, "gpu": 0}
+    resources = document.resources
     init_ray(address)
-    task = ray.remote(retrain_seed).options(
-        num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0)
-    )
+    task = ray.remote(retrain_seed).options(num_cpus=resources.cpu, num_gpus=resources.gpu)
     data_ref = ray.put(data)
-    threads = max(1, int(resources.get("cpu", 1)))
+    threads = max(1, int(resources.cpu))
     on = "train only" if train_only else "train+validation"
     echo(
-        f"retraining {document['strategy']} seed {document['seed']} config on {on}: "
+        f"retraining {document.strategy} seed {document.seed} config on {on}: "
         f"{len(seeds)} seeds × {epochs} epochs"
     )
-    gpu = float(resources.get("gpu", 0))
+    gpu = resources.gpu
     pending = {
         task.remote(document, data_ref, seed, epochs, train_only, threads, gpu): seed
         for seed in seeds
@@ -223,7 +203,7 @@ def retrain(
             f"{outcome['wall_s']:.1f} s)"
         )
     outcomes.sort(key=lambda o: list(seeds).index(o["seed"]))
-    return write_outputs(out, document, outcomes, data, epochs, train_only, export_file)
+    return write_outputs(out, document, outcomes, data, epochs, train_only, export_file, overrides)
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:
@@ -237,32 +217,32 @@ def _mean_std(values: list[float]) -> dict[str, float | None]:
 
 def write_outputs(
     out: Path,
-    document: dict[str, Any],
+    document: ExportRecord,
     outcomes: list[dict[str, Any]],
     data,
     epochs: int,
     train_only: bool,
     export_file: str | Path,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Everything goes to a temporary folder first and replaces `out` in one rename."""
+    """Everything goes to a staged folder first, which replaces `out` in one rename."""
     import pandas as pd
 
     from trainables.saved import save_model
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    dataset = document.dataset.model_dump(mode="json")
+    with staged_folder(out) as staging:
         finished = [o for o in outcomes if o["status"] == "finished"]
         for outcome in finished:
             model = _model_from_state(document, outcome["state"], data)
             save_model(
                 staging / f"seed-{outcome['seed']}",
                 model,
-                trainable=document["trainable"],
-                config={**document["config"], "seed": outcome["seed"]},
+                trainable=document.trainable,
+                config={**document.config, "seed": outcome["seed"]},
                 input_shape=data.input_shape,
                 num_classes=data.num_classes,
-                dataset=document["dataset"],
+                dataset=dataset,
                 extra={"test_accuracy": outcome["test_accuracy"], "seed": outcome["seed"]},
             )
         if finished:  # the first finished seed is also the folder's own model
@@ -270,13 +250,13 @@ def write_outputs(
                 shutil.copy(staging / f"seed-{finished[0]['seed']}" / name, staging / name)
         metrics = {
             "export": str(export_file),
-            "study": document["study"],
-            "strategy": document["strategy"],
-            "trial_id": document["trial_id"],
-            "trainable": document["trainable"],
-            "dataset": document["dataset"],
-            "config": document["config"],
-            "overrides": document.get("overrides", {}),
+            "study": document.study,
+            "strategy": document.strategy,
+            "trial_id": document.trial_id,
+            "trainable": document.trainable,
+            "dataset": dataset,
+            "config": document.config,
+            "overrides": overrides or {},
             "trained_on": "train" if train_only else "train+val",
             "epochs": epochs,
             "seeds": [
@@ -286,25 +266,19 @@ def write_outputs(
             "test_loss": _mean_std([o["test_loss"] for o in finished]),
             "wall_s": sum(o["wall_s"] for o in outcomes),
             "model": {"seed": finished[0]["seed"], "weights": "model.pt"} if finished else None,
-            "study_test_accuracy": document.get("test", {}).get("accuracy"),
+            "study_test_accuracy": document.test.accuracy,
         }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_curves(outcomes, staging / "curve.png", train_only)
         curves = [{"seed": o["seed"], **row} for o in outcomes for row in o["curve"]]
         pd.DataFrame(curves).to_csv(staging / "curves.csv", index=False)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
-def _model_from_state(document: dict[str, Any], state: dict, data):
+def _model_from_state(document: ExportRecord, state: dict, data):
     from trainables.loop import build_model
 
-    model = build_model(document["trainable"], document["config"], data)
+    model = build_model(document.trainable, document.config, data)
     model.load_state_dict(state)
     return model
 

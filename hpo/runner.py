@@ -1,108 +1,44 @@
-"""Runs a study: every strategy × seed as one Ray Tune experiment, resumable, on disk."""
+"""Runs a study: every strategy × seed as one Ray Tune experiment, resumable, on disk.
+
+The lifecycle of a run lives here: plan what is left → `Tuner.fit` or `Tuner.restore` →
+summarize its trials → measure the selected trial once on test. How Tune is asked to run
+it is `hpo.experiment`; checks before anything starts are `hpo.preflight`; what is
+written is `hpo.records` (study.json, hpo_run.json) and trials.csv.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
-import platform
 import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from hpo import preflight
 from hpo import results as res
-from hpo.spec import STRATEGY_NAMES, Study, StudyError, load_study, resolved, study_hash
-
-PACKAGES = ("hpo", "ray", "torch", "torchvision", "optuna", "pandas", "numpy", "scikit-learn")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def quiet_ray() -> None:
-    """One line per run is the progress report: silence Tune's tables and advisories."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Trials that the budget ended before they started have no rows: not worth a warning.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# Ray turns 127.0.0.1 into this machine's outward address, and its servers then listen on
-# every interface, unless multi-node support is off (ray_constants.ENABLE_RAY_CLUSTER).
-SINGLE_HOST_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def init_ray(address: str | None = None) -> None:
-    """Connect to `address` (an existing cluster) or start Ray locally on loopback only."""
-    if not address:
-        os.environ[SINGLE_HOST_ENV] = "0"  # read by Ray's own processes as they start
-    import ray
-    from ray._private import ray_constants
-
-    from trainables import ALLOW_CUSTOM_ENV, custom_allowed
-
-    quiet_ray()
-    if ray.is_initialized():
-        return
-    if address:
-        # Workers of an existing cluster do not inherit this process's environment.
-        allow = {ALLOW_CUSTOM_ENV: "1"} if custom_allowed() else {}
-        ray.init(
-            address=address,
-            log_to_driver=False,
-            logging_level="WARNING",
-            runtime_env={"env_vars": allow} if allow else None,
-        )
-    else:
-        ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the env
-        ray.init(
-            # "local": a new instance, even where `ray start` left a cluster on this
-            # machine (ray.init() would join it, or hang on a dead one's address file)
-            address="local",
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="WARNING",
-            _node_ip_address="127.0.0.1",
-        )
+from hpo.files import write_csv, write_npz
+from hpo.provenance import machine_info, now_iso, package_versions
+from hpo.records import (
+    STUDY_FILE,
+    BestTrial,
+    RunRecord,
+    StudyRecord,
+    read_run_record,
+    read_study_record,
+    run_dir,
+    write_run_record,
+    write_study_record,
+)
+from hpo.spec import Study, StudyError, load_study, study_hash
+from hpo.strategies import STRATEGIES
 
 
 class RunInterrupted(Exception):
     """A run stopped by Ctrl-C: its state is saved and `hpo run` resumes it."""
-
-
-def run_complete(experiment_dir: Path, total_epochs: int) -> bool:
-    """Did `Tuner.fit` return because the run is over, or because of Ctrl-C?
-
-    After Ctrl-C, Tune saves its state and returns normally, with unfinished trials still
-    PENDING/PAUSED/RUNNING in the saved state. A run is over when its epoch budget is
-    spent (Tune does not re-save trials that the final stop-all ended, so their saved
-    status may be stale) or when every saved trial has ended.
-    """
-    if sum(res.epochs_on_disk(experiment_dir).values()) >= total_epochs:
-        return True
-    trials = res.load_analysis(experiment_dir).trials
-    return all(t.status in ("TERMINATED", "ERROR") for t in trials)
 
 
 class StudyRunner:
@@ -118,7 +54,7 @@ class StudyRunner:
         reuse_actors: bool = True,
     ):
         self.study_file = Path(study_file)
-        self.study: Study = absolute_paths(load_study(self.study_file))
+        self.study: Study = preflight.absolute_paths(load_study(self.study_file))
         self.strategies = list(strategies or self.study.strategies)
         self.seeds = list(self.study.seeds if seeds is None else seeds)
         for name in self.strategies:
@@ -133,118 +69,127 @@ class StudyRunner:
         self._bundles: dict[int, Any] = {}
 
     # ----------------------------------------------------------------- public
-    def run(self, address: str | None = None, fresh: bool = False) -> dict[str, Any]:
+    def run(self, address: str | None = None, fresh: bool = False) -> StudyRecord:
         # Missing weights or data files fail here, before anything is written or started.
-        check_trainable_inputs(self.study)
+        preflight.check_trainable_inputs(self.study)
         self._data(self.seeds[0])
-        meta = self._prepare(fresh)
+        record = self._prepare(fresh)
         pending = [(s, k) for s in self.strategies for k in self.seeds if not self._finished(s, k)]
         self.ran_any = bool(pending)
         if not pending:
             self.echo("every selected run finished earlier: nothing to do")
-            return meta  # a finished study is left exactly as it was
+            return record  # a finished study is left exactly as it was
+        from hpo.ray_session import init_ray
+
         init_ray(address)
-        check_shared_results(self.directory)
-        meta["ended_at"] = None
-        meta.setdefault("started_at", now_iso())
-        meta["machine"] = machine_info()
-        self._save_meta(meta)
+        preflight.check_shared_results(self.directory)
+        record.ended_at = None
+        record.started_at = record.started_at or now_iso()
+        record.machine = machine_info()
+        write_study_record(self.directory, record)
         for strategy, seed in pending:
             key = f"{strategy}/seed-{seed}"
             try:
-                meta["runs"][key] = self._run_one(strategy, seed)
+                record.runs[key] = self._run_one(strategy, seed)
             except (RunInterrupted, KeyboardInterrupt):
-                meta["runs"][key] = res.read_json(
-                    res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER
-                )
-                self._save_meta(meta)
+                run = read_run_record(run_dir(self.directory, strategy, seed))
+                if run is not None:
+                    record.runs[key] = run
+                write_study_record(self.directory, record)
                 self.write_trials_csv()
                 raise KeyboardInterrupt from None
             except Exception as error:
-                meta["runs"][key] = self._mark_failed(strategy, seed, error)
-                self._save_meta(meta)
+                record.runs[key] = self._mark_failed(strategy, seed, error)
+                write_study_record(self.directory, record)
                 raise
-            self._save_meta(meta)
+            write_study_record(self.directory, record)
             self.write_trials_csv()
-        meta["ended_at"] = now_iso()
-        self._save_meta(meta)
-        return meta
+        record.ended_at = now_iso()
+        write_study_record(self.directory, record)
+        return record
 
     def trials(self) -> pd.DataFrame:
         """trials.csv as saved (empty when no run has reported yet)."""
-        path = self.directory / "trials.csv"
-        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+        return res.read_trials(self.directory)
 
     def write_trials_csv(self) -> pd.DataFrame:
         """Rebuild trials.csv from every run directory on disk."""
         frames = []
         for strategy in self.study.strategies:
             for seed in self.study.seeds:
-                marker = res.read_json(res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER)
-                if marker is not None:
-                    frames.append(self._run_frame(strategy, seed, marker))
-        trials = (
-            pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else None
-        )
-        if trials is not None:
-            res.write_csv_atomic(self.directory / "trials.csv", trials)
-        return trials if trials is not None else pd.DataFrame()
+                run = read_run_record(run_dir(self.directory, strategy, seed))
+                if run is not None:
+                    frames.append(self._run_frame(run))
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return pd.DataFrame()
+        trials = pd.concat(frames, ignore_index=True)
+        write_csv(self.directory / res.TRIALS_FILE, trials)
+        return trials
 
     # ---------------------------------------------------------------- helpers
-    def _prepare(self, fresh: bool) -> dict[str, Any]:
-        """Create the folder (writable check before any trial starts) and load study.json."""
+    def _prepare(self, fresh: bool) -> StudyRecord:
+        """Create the folder (writable check before any trial starts) and its record."""
         digest = study_hash(self.study_file)
-        check_free_space(self.directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            probe = self.directory / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as error:
-            raise StudyError(
-                f"{self.directory}: results folder is not writable ({error})"
-            ) from None
-        meta = res.read_json(self.directory / "study.json")
-        changed = meta is not None and meta.get("study_hash") != digest
-        if changed and not fresh:
-            raise StudyError(
-                f"{self.directory}: holds results of a different version of {self.study_file}; "
-                "use --fresh to start over or --results to write elsewhere"
-            )
-        if changed:  # --fresh on another version: its results cannot be compared with new ones
-            for strategy in STRATEGY_NAMES:
+        preflight.check_free_space(self.directory)
+        preflight.make_writable_folder(self.directory)
+        previous = self._previous_record(digest, fresh)
+        if previous is None and (self.directory / STUDY_FILE).exists():
+            # --fresh over another version's results: they cannot be compared with new ones
+            for strategy in STRATEGIES:
                 shutil.rmtree(self.directory / strategy, ignore_errors=True)
-            meta = None
-        meta = meta or {"runs": {}}
+        runs = dict(previous.runs) if previous is not None else {}
         if fresh:
             for strategy in self.strategies:
                 for seed in self.seeds:
-                    shutil.rmtree(res.run_dir(self.directory, strategy, seed), ignore_errors=True)
-                    meta["runs"].pop(f"{strategy}/seed-{seed}", None)
-        meta.update(
-            study=resolved(self.study),
+                    shutil.rmtree(run_dir(self.directory, strategy, seed), ignore_errors=True)
+                    runs.pop(f"{strategy}/seed-{seed}", None)
+        return StudyRecord(
+            study=self.study,
             study_file=str(self.study_file),
             study_hash=digest,
             versions=package_versions(),
+            machine=previous.machine if previous is not None else None,
+            started_at=previous.started_at if previous is not None else None,
+            ended_at=previous.ended_at if previous is not None else None,
+            runs=runs,
         )
-        return meta
 
-    def _mark_failed(self, strategy: str, seed: int, error: Exception) -> dict[str, Any]:
+    def _previous_record(self, digest: str, fresh: bool) -> StudyRecord | None:
+        """The folder's record if it holds this very study file's results; None for a new
+        folder and, with --fresh, for another version's (or an unreadable) record; an
+        error for the latter without --fresh."""
+        if not (self.directory / STUDY_FILE).exists():
+            return None
+        try:
+            previous = read_study_record(self.directory)
+        except StudyError as error:
+            if fresh:
+                return None
+            raise StudyError(
+                f"{error}; use --fresh to start over or --results to write elsewhere"
+            ) from None
+        if previous.study_hash == digest:
+            return previous
+        if fresh:
+            return None
+        raise StudyError(
+            f"{self.directory}: holds results of a different version of {self.study_file}; "
+            "use --fresh to start over or --results to write elsewhere"
+        )
+
+    def _mark_failed(self, strategy: str, seed: int, error: Exception) -> RunRecord:
         """The run stopped on an error (not a trial's: the run's own): say so on disk;
         `hpo run` resumes it from Tune's saved state once the cause is fixed."""
-        path = res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER
-        marker = res.read_json(path) or {"strategy": strategy, "seed": seed}
-        marker.update(status="failed", error=f"{type(error).__name__}: {error}"[:500])
-        if path.parent.exists():
-            res.write_json_atomic(path, marker)
-        return marker
+        path = run_dir(self.directory, strategy, seed)
+        run = read_run_record(path) or RunRecord(strategy=strategy, seed=seed, started=time.time())
+        run.status, run.error = "failed", f"{type(error).__name__}: {error}"[:500]
+        write_run_record(path, run)
+        return run
 
     def _finished(self, strategy: str, seed: int) -> bool:
-        marker = res.read_json(res.run_dir(self.directory, strategy, seed) / res.RUN_MARKER)
-        return bool(marker) and marker.get("status") == "finished"
-
-    def _save_meta(self, meta: dict[str, Any]) -> None:
-        res.write_json_atomic(self.directory / "study.json", meta)
+        run = read_run_record(run_dir(self.directory, strategy, seed))
+        return run is not None and run.status == "finished"
 
     def _data(self, seed: int):
         from trainables import trainable_info
@@ -264,145 +209,116 @@ class StudyRunner:
             )
         return self._bundles[key]
 
-    def _run_one(self, strategy: str, seed: int) -> dict[str, Any]:
-        path = res.run_dir(self.directory, strategy, seed)
-        marker = res.read_json(path / res.RUN_MARKER) or {}
-        if marker.get("status") == "finished":
-            self.echo(f"{strategy:>9} seed {seed}: finished earlier, skipped")
-            return marker
+    def _run_one(self, strategy: str, seed: int) -> RunRecord:
         from ray import tune
 
+        from hpo.experiment import build_tuner, drop_never_started, run_complete
+
+        path = run_dir(self.directory, strategy, seed)
         restoring = tune.Tuner.can_restore(str(path))
+        run = read_run_record(path) if restoring else None
         if not restoring:
-            shutil.rmtree(path, ignore_errors=True)
-            marker = {
-                "strategy": strategy,
-                "seed": seed,
-                "started": time.time(),
-                "data_sizes": self._data(seed).sizes(),
-            }
-        marker.update(
-            status="running",
-            started_at=marker.get("started_at", now_iso()),
-            driver_pid=os.getpid(),  # `hpo status` tells a killed driver from a live one
-            driver_host=socket.gethostname(),
-        )
-        res.write_json_atomic(path / res.RUN_MARKER, marker)
+            shutil.rmtree(path, ignore_errors=True)  # a run that never got as far as Tune
+        if run is None:
+            run = RunRecord(
+                strategy=strategy,
+                seed=seed,
+                started=time.time(),
+                started_at=now_iso(),
+                data_sizes=self._data(seed).sizes(),
+            )
+        run.status, run.error = "running", None
+        run.driver_pid = os.getpid()  # `hpo status` tells a killed driver from a live one
+        run.driver_host = socket.gethostname()
+        write_run_record(path, run)
         self.echo(f"{strategy:>9} seed {seed}: {'resuming' if restoring else 'running'} …")
-        tuner = self._tuner(strategy, seed, path, restoring)
-        began = marker["fit_started"] = time.time()
-        grid = tuner.fit()
-        marker["wall_s"] = marker.get("wall_s", 0.0) + time.time() - began
-        if not run_complete(path, self.study.budget.total_epochs):
-            # Tune caught Ctrl-C, saved its state and returned: resumable, not finished.
-            marker["status"] = "interrupted"
-            res.write_json_atomic(path / res.RUN_MARKER, marker)
-            raise RunInterrupted(f"{strategy} seed {seed}")
-        marker.update(
-            status="finished",
-            ended_at=now_iso(),
-            errors=sum(1 for r in grid if r.error is not None),
-        )
-        marker.update(self._summarize(strategy, seed, path, marker))
-        res.write_json_atomic(path / res.RUN_MARKER, marker)
-        self.echo(self._run_line(marker))
-        return marker
-
-    def _tuner(self, strategy: str, seed: int, path: Path, restoring: bool):
-        from ray import tune
-
-        from hpo.strategies import STRATEGIES
-        from hpo.strategies.budget import EpochBudget
-        from trainables.tune_trial import run_trial
-
-        study, budget = self.study, self.study.budget
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                run_trial,
-                data=self._data(seed),
-                trainable_name=study.trainable,
-                max_epochs=budget.max_epochs,
-                threads=max(1, int(study.resources.cpu)),
-                gpu=study.resources.gpu,
-            ),
-            {"cpu": study.resources.cpu, "gpu": study.resources.gpu},
-        )
-        if restoring:
-            return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
-        plan = STRATEGIES[strategy](study, seed)
-        plan.param_space["seed"] = seed  # torch seeds of every trial in this run
-        return tune.Tuner(
-            trainable,
-            param_space=plan.param_space,
-            tune_config=tune.TuneConfig(
-                metric=study.metric.name,
-                mode=study.metric.mode,
-                search_alg=plan.search_alg,
-                scheduler=plan.scheduler,
-                num_samples=plan.num_samples,
-                max_concurrent_trials=plan.max_concurrent_trials,
-                time_budget_s=budget.time_limit_s,
-                reuse_actors=self.reuse_actors,
-            ),
-            run_config=tune.RunConfig(
-                name=path.name,
-                storage_path=str(path.parent),
-                stop=EpochBudget(budget.max_epochs, budget.total_epochs, str(path)),
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1,
-                    checkpoint_score_attribute=study.metric.name,
-                    checkpoint_score_order=study.metric.mode,
-                ),
-                failure_config=tune.FailureConfig(max_failures=study.max_failures),
-                callbacks=[_trial_dirs_callback()],
-                verbose=0,
-            ),
-        )
-
-    def _run_frame(self, strategy: str, seed: int, marker: dict[str, Any]) -> pd.DataFrame:
-        return res.trial_frame(
-            res.run_dir(self.directory, strategy, seed),
+        tuner = build_tuner(
+            self.study,
             strategy,
             seed,
+            path,
+            self._trainable(seed),
+            restoring=restoring,
+            reuse_actors=self.reuse_actors,
+        )
+        began = run.fit_started = time.time()
+        grid = tuner.fit()
+        run.wall_s = (run.wall_s or 0.0) + time.time() - began
+        if not run_complete(path, self.study.budget.total_epochs):
+            # Tune caught Ctrl-C, saved its state and returned: resumable, not finished.
+            run.status = "interrupted"
+            write_run_record(path, run)
+            raise RunInterrupted(f"{strategy} seed {seed}")
+        drop_never_started(path)
+        run.status, run.ended_at = "finished", now_iso()
+        run.errors = sum(1 for r in grid if r.error is not None)
+        self._summarize(run, path)
+        write_run_record(path, run)
+        self.echo(self._run_line(run))
+        return run
+
+    def _trainable(self, seed: int):
+        """The trial function with this run's data shipped once through Ray's object store."""
+        from ray import tune
+
+        from trainables.tune_trial import run_trial
+
+        study = self.study
+        return tune.with_parameters(
+            run_trial,
+            data=self._data(seed),
+            trainable_name=study.trainable,
+            max_epochs=study.budget.max_epochs,
+            threads=max(1, int(study.resources.cpu)),
+            gpu=study.resources.gpu,
+        )
+
+    def _run_frame(self, run: RunRecord) -> pd.DataFrame:
+        return res.trial_frame(
+            run_dir(self.directory, run.strategy, run.seed),
+            run.strategy,
+            run.seed,
             self.study.budget.max_epochs,
-            run_started=float(marker["started"]),
-            run_finished=marker.get("status") == "finished",
+            run_started=run.started,
+            run_finished=run.status == "finished",
             config_keys=[*self.study.space, *self.study.fixed],
         )
 
-    def _summarize(
-        self, strategy: str, seed: int, path: Path, marker: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Best trial by validation metric, then its checkpoint measured once on test."""
+    def _summarize(self, run: RunRecord, path: Path) -> None:
+        """Trials and epochs of the run, then its best trial by validation metric, measured
+        once on test from its best checkpoint."""
         metric, mode = self.study.metric.name, self.study.metric.mode
-        frame = self._run_frame(strategy, seed, marker)
-        summary: dict[str, Any] = {
-            "trials": int(frame["trial_id"].nunique()) if not frame.empty else 0,
-            "epochs": int(len(frame)),
-            "statuses": (
-                frame.groupby("trial_id")["status"].first().value_counts().to_dict()
-                if not frame.empty
-                else {}
-            ),
-            "best": None,
-        }
+        frame = self._run_frame(run)
+        run.trials = int(frame["trial_id"].nunique()) if not frame.empty else 0
+        run.epochs = int(len(frame))
+        run.statuses = (
+            frame.groupby("trial_id")["status"].first().value_counts().to_dict()
+            if not frame.empty
+            else {}
+        )
         row = None if frame.empty else res.best_row(frame, metric, mode)
         if row is None:
-            return summary
-        config = {
-            k.removeprefix("config/"): _plain(v) for k, v in row.items() if k.startswith("config/")
-        }
-        summary["best"] = {
-            "trial_id": row["trial_id"],
-            "epoch": int(row["epoch"]),
-            "cum_epochs": int(row["cum_epochs"]),
-            metric: float(row[metric]),
-            "config": config,
-            **self._test_metrics(path, row["trial_id"], seed),
-        }
-        return summary
+            run.best = None
+            return
+        test, checkpoint_epoch = self._test_metrics(path, row["trial_id"], run.seed)
+        run.best = BestTrial(
+            trial_id=row["trial_id"],
+            epoch=int(row["epoch"]),
+            cum_epochs=int(row["cum_epochs"]),
+            metric=metric,
+            value=float(row[metric]),
+            config={
+                k.removeprefix("config/"): _plain(v)
+                for k, v in row.items()
+                if k.startswith("config/")
+            },
+            test=test,
+            checkpoint_epoch=checkpoint_epoch,
+        )
 
-    def _test_metrics(self, path: Path, trial_id: str, seed: int) -> dict[str, Any]:
+    def _test_metrics(
+        self, path: Path, trial_id: str, seed: int
+    ) -> tuple[dict[str, float | None], int | None]:
         """Evaluate the selected trial's best checkpoint on the held-out test split."""
         from trainables import resolve, trainable_info
         from trainables.loop import evaluate_state
@@ -414,7 +330,7 @@ class StudyRunner:
             trial, metric=self.study.metric.name, mode=self.study.metric.mode
         )
         if checkpoint is None:
-            return {"test_accuracy": None, "test_loss": None, "checkpoint_epoch": None}
+            return {"test_accuracy": None, "test_loss": None}, None
         with checkpoint.as_directory() as directory:
             state = load_checkpoint_state(directory)
         data = self._data(seed)
@@ -422,164 +338,20 @@ class StudyRunner:
         views = trainable_info(self.study.trainable).views
         if views:  # arrays the report shows for this run's selected trial
             arrays = resolve(views)(self.study.trainable, trial.config, state, data)
-            res.write_npz_atomic(path / res.VIEWS_FILE, arrays)
-        return {**measured, "checkpoint_epoch": int(state["epoch"])}
+            write_npz(path / res.VIEWS_FILE, arrays)
+        return measured, int(state["epoch"])
 
-    def _run_line(self, marker: dict[str, Any]) -> str:
-        best = marker.get("best") or {}
-        metric = self.study.metric.name
-        value = best.get(metric)
-        test = best.get("test_accuracy")
+    def _run_line(self, run: RunRecord) -> str:
+        best = run.best
+        value = None if best is None else best.value
+        test = None if best is None else best.test.get("test_accuracy")
         return (
-            f"{marker['strategy']:>9} seed {marker['seed']}: {marker['trials']} trials, "
-            f"{marker['epochs']} epochs, best {metric} "
+            f"{run.strategy:>9} seed {run.seed}: {run.trials} trials, "
+            f"{run.epochs} epochs, best {self.study.metric.name} "
             f"{'n/a' if value is None else f'{value:.4f}'}, test accuracy "
-            f"{'n/a' if test is None else f'{test:.4f}'}, {marker['wall_s']:.0f} s"
+            f"{'n/a' if test is None else f'{test:.4f}'}, {run.wall_s:.0f} s"
         )
-
-
-# Checkpoints and logs of a small study take tens of MiB; a nearly full disk fails before
-# any trial starts instead of halfway (HPO_MIN_FREE_MB changes the threshold).
-MIN_FREE_MB = 256
-
-
-def check_free_space(directory: Path) -> None:
-    existing = next(p for p in (directory, *directory.parents) if p.exists())
-    if not existing.is_dir():
-        raise StudyError(f"{directory}: results folder is not writable ({existing} is a file)")
-    needed = float(os.environ.get("HPO_MIN_FREE_MB", MIN_FREE_MB))
-    free = shutil.disk_usage(existing).free / 2**20
-    if free < needed:
-        raise StudyError(
-            f"{directory}: only {free:.0f} MiB free on its disk, a study needs at least "
-            f"{needed:.0f} MiB (free some space or pass --results on another disk)"
-        )
-
-
-def check_shared_results(directory: Path, timeout_s: float = 60.0) -> None:
-    """On a multi-node cluster every node writes its trials' results under `directory`:
-    check that each alive node sees a file written here (a shared file system)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) < 2:
-        return
-    probe = directory / f".shared-probe-{os.getpid()}"
-    probe.write_text("visible")
-    sees = ray.remote(num_cpus=0)(os.path.exists)
-    try:
-        answers = [
-            sees.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(str(probe))
-            for node in nodes
-        ]
-        seen = ray.get(answers, timeout=timeout_s)
-        blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
-    finally:
-        probe.unlink(missing_ok=True)
-    if blind:
-        raise StudyError(
-            f"--results {directory.parent}: not visible from the cluster node(s) "
-            f"{', '.join(sorted(set(blind)))}; on a multi-node cluster give a path that every "
-            "node shares (e.g. NFS)"
-        )
-
-
-def absolute_paths(study: Study) -> Study:
-    """File-path hyperparameters (e.g. pretrained weights) made absolute: trials run in
-    their own folders, possibly on other nodes, and study.json should say which file."""
-    from trainables import trainable_info
-
-    keys = trainable_info(study.trainable).path_params
-
-    def absolute(value: Any) -> Any:
-        if isinstance(value, str) and Path(value).expanduser().exists():
-            return str(Path(value).expanduser().resolve())
-        return value
-
-    fixed = {k: absolute(v) if k in keys else v for k, v in study.fixed.items()}
-    space = {
-        k: p.model_copy(update={"choice": [absolute(v) for v in p.choice]})
-        if k in keys and p.choice
-        else p
-        for k, p in study.space.items()
-    }
-    return study.model_copy(update={"fixed": fixed, "space": space})
-
-
-def check_trainable_inputs(study: Study) -> None:
-    """The trainable's own check of the values a study gives it (e.g. weights files)."""
-    from trainables import WeightsError, resolve, trainable_info
-
-    check = trainable_info(study.trainable).check
-    if not check:
-        return
-    values = {k: [v] for k, v in study.fixed.items()}
-    values.update({k: list(p.choice) for k, p in study.space.items() if p.choice})
-    try:
-        resolve(check)(values)
-    except WeightsError as error:
-        raise StudyError(f"{study.name}: {error}") from None
-
-
-def _trial_dirs_callback():
-    from ray.tune import Callback
-
-    class GiveEveryTrialADirectory(Callback):
-        """Ray Tune builds the ResultGrid from every trial's directory, but a trial that a
-        scheduler created and the budget stopper ended before it ever started has none,
-        and `Tuner.fit` then fails (Ray 2.60). Give such trials their (empty) directory."""
-
-        def on_experiment_end(self, trials, **info):
-            for trial in trials:
-                if not trial.relative_logdir:
-                    trial.init_local_path()
-
-    return GiveEveryTrialADirectory()
 
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"hostname": platform.node(), "cpus": os.cpu_count(), "gpus": 0}
-    try:
-        import ray
-
-        if ray.is_initialized():
-            resources = ray.cluster_resources()
-            info.update(cluster_cpus=resources.get("CPU", 0), gpus=resources.get("GPU", 0))
-    except Exception:  # noqa: BLE001 - machine facts are best effort
-        pass
-    return info
-
-
-def format_leaderboard(meta: dict[str, Any], trials: pd.DataFrame) -> str:
-    """The report's leaderboard (hpo.report.tables), as terminal text."""
-    from hpo.report import tables
-
-    metric, mode = meta["study"]["metric"]["name"], meta["study"]["metric"]["mode"]
-    runs = tables.run_table(tables.runs_frame(meta), trials, metric, mode)
-    board = tables.leaderboard(runs, mode)
-    if board.empty:
-        return "no finished runs yet"
-
-    def pm(mean: float, std: float) -> str:
-        if pd.isna(mean):
-            return "n/a"
-        return f"{mean:.4f} ± {0.0 if pd.isna(std) else std:.4f}"
-
-    lines = [
-        f"{'strategy':<10} {'seeds':>5}  {'best ' + metric:<20} {'test accuracy':<20}"
-        f" {'rank':>5} {'trials':>7} {'epochs':>7} {'wall s':>7}"
-    ]
-    for row in board.itertuples():
-        lines.append(
-            f"{row.strategy:<10} {row.seeds:>5}  {pm(row.best_val_mean, row.best_val_std):<20}"
-            f" {pm(row.test_mean, row.test_std):<20} {row.mean_rank:>5.2f}"
-            f" {row.trials_per_run:>7.1f} {row.epochs_per_run:>7.0f} {row.wall_s_per_run:>7.0f}"
-        )
-    return "\n".join(lines)

@@ -20,16 +20,17 @@ from pydantic import (
     model_validator,
 )
 
+from hpo.strategies import STRATEGIES
 from trainables import (
+    DATASET_OPTIONS,
     DATASETS,
     LOADER_OPTIONS,
+    RANK_NAMES,
     TRAINABLES,
     CustomTrainableError,
     is_custom,
     trainable_info,
 )
-
-STRATEGY_NAMES: tuple[str, ...] = ("grid", "random", "sha", "asha", "hyperband", "optuna")
 
 
 class StudyError(ValueError):
@@ -156,7 +157,7 @@ class DatasetSpec(_Strict):
         for option in info.required:
             if getattr(self, option) is None:
                 raise _FieldError(f"dataset.{option}", f"required for {self.name}")
-        for option in ("data_dir", "download", "path", "image_size"):
+        for option in DATASET_OPTIONS:
             value = getattr(self, option)
             if option not in info.options and value is not None and value is not False:
                 users = [name for name, other in DATASETS.items() if option in other.options]
@@ -205,7 +206,7 @@ class Study(_Strict):
     space: dict[str, Param]
     metric: MetricSpec = MetricSpec()
     budget: Budget
-    strategies: list[str] = Field(default_factory=lambda: list(STRATEGY_NAMES), min_length=1)
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     resources: Resources = Resources()
     max_concurrent_trials: PositiveInt | None = None
@@ -237,9 +238,11 @@ class Study(_Strict):
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in STRATEGY_NAMES]
+        unknown = [n for n in names if n not in STRATEGIES]
         if unknown:
-            raise ValueError(f"unknown strategy {unknown[0]!r}; expected some of {STRATEGY_NAMES}")
+            raise ValueError(
+                f"unknown strategy {unknown[0]!r}; expected some of {list(STRATEGIES)}"
+            )
         if len(set(names)) != len(names):
             raise ValueError("strategies are listed twice")
         return names
@@ -274,6 +277,14 @@ class Study(_Strict):
             if bad:
                 where = "fixed" if name in self.fixed else "space"
                 raise _FieldError(f"{where}.{name}", f"{bad[0]!r} is not one of {list(allowed)}")
+        rank = DATASETS[self.dataset.name].input_rank
+        if info.input_ranks is not None and rank not in info.input_ranks:
+            takes = " or ".join(RANK_NAMES[r] for r in info.input_ranks)
+            raise _FieldError(
+                "dataset.name",
+                f"{self.dataset.name} gives {RANK_NAMES[rank]}; trainable {self.trainable!r} "
+                f"takes {takes}",
+            )
         if self.metric.name not in info.metrics:
             raise _FieldError(
                 "metric.name",

@@ -11,30 +11,24 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from hpo import results as res
-from hpo.spec import StudyError, parse_study
+from hpo.records import RUN_STATUSES, RunRecord, read_run_record, read_study_record, run_dir
+from hpo.spec import Study, StudyError
 
-PENDING, RUNNING, FINISHED, FAILED, INTERRUPTED = (
-    "pending",
-    "running",
-    "finished",
-    "failed",
-    "interrupted",
-)
+PENDING = "pending"  # no run record yet
+RUNNING, FINISHED, INTERRUPTED, FAILED = RUN_STATUSES
 
 
-def driver_alive(marker: dict[str, Any]) -> bool:
-    """Is the `hpo run` process that wrote this 'running' marker still alive? Only
-    answerable on its own host; elsewhere a running marker is taken at its word."""
-    pid, host = marker.get("driver_pid"), marker.get("driver_host")
-    if not pid or host != socket.gethostname():
+def driver_alive(run: RunRecord) -> bool:
+    """Is the `hpo run` process that wrote this 'running' record still alive? Only
+    answerable on its own host; elsewhere a running record is taken at its word."""
+    if not run.driver_pid or run.driver_host != socket.gethostname():
         return True
     try:
-        os.kill(int(pid), 0)
+        os.kill(run.driver_pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -42,13 +36,12 @@ def driver_alive(marker: dict[str, Any]) -> bool:
     return True
 
 
-def run_state(marker: dict[str, Any] | None) -> str:
-    if marker is None:
+def run_state(run: RunRecord | None) -> str:
+    if run is None:
         return PENDING
-    status = marker.get("status")
-    if status == "running" and not driver_alive(marker):
+    if run.status == RUNNING and not driver_alive(run):
         return INTERRUPTED  # killed without a chance to say so; `hpo run` resumes it
-    return status if status in (RUNNING, FINISHED, FAILED, INTERRUPTED) else PENDING
+    return run.status
 
 
 def reported_so_far(experiment_dir: Path, metric: str, mode: str) -> tuple[int, int, float]:
@@ -64,32 +57,28 @@ def reported_so_far(experiment_dir: Path, metric: str, mode: str) -> tuple[int, 
     return len(epochs), sum(epochs.values()), best
 
 
-def planned_trials(study, strategy: str, seed: int) -> int:
+def planned_trials(study: Study, strategy: str, seed: int) -> int:
     """Trials the strategy plans (for ASHA/Hyperband an upper bound: the budget ends them)."""
     from hpo.strategies import STRATEGIES
 
-    plan = STRATEGIES[strategy](study, seed)
-    return int(plan.notes.get("grid_points", plan.num_samples))
+    return STRATEGIES[strategy].plan(study, seed).planned_trials
 
 
 def study_status(study_dir: str | Path) -> pd.DataFrame:
     """One row per strategy × seed: state, trials done/planned, epochs spent of the budget,
     best validation metric so far and elapsed seconds."""
     study_dir = Path(study_dir)
-    meta = res.read_json(study_dir / "study.json")
-    if meta is None:
-        raise StudyError(f"{study_dir}: no study.json (expected a results folder of hpo run)")
-    study = parse_study(meta["study"], str(study_dir / "study.json"), trusted=True)
+    study = read_study_record(study_dir).study
     metric, mode = study.metric.name, study.metric.mode
     rows = []
     for strategy in study.strategies:
         for seed in study.seeds:
-            path = res.run_dir(study_dir, strategy, seed)
-            marker = res.read_json(path / res.RUN_MARKER)
-            state = run_state(marker)
+            path = run_dir(study_dir, strategy, seed)
+            run = read_run_record(path)
+            state = run_state(run)
             trials, epochs, best = reported_so_far(path, metric, mode)
-            if state == FINISHED and (marker or {}).get("best"):
-                best = float(marker["best"][metric])
+            if state == FINISHED and run.best is not None:
+                best = run.best.value
             rows.append(
                 {
                     "strategy": strategy,
@@ -100,18 +89,18 @@ def study_status(study_dir: str | Path) -> pd.DataFrame:
                     "epochs": epochs,
                     "budget_epochs": study.budget.total_epochs,
                     f"best_{metric}": best,
-                    "elapsed_s": elapsed(marker, state),
+                    "elapsed_s": elapsed(run, state),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def elapsed(marker: dict[str, Any] | None, state: str) -> float:
-    if not marker:
+def elapsed(run: RunRecord | None, state: str) -> float:
+    if run is None:
         return 0.0
-    spent = float(marker.get("wall_s", 0.0))
-    if state == RUNNING and marker.get("fit_started"):
-        spent += time.time() - float(marker["fit_started"])
+    spent = run.wall_s or 0.0
+    if state == RUNNING and run.fit_started:
+        spent += time.time() - run.fit_started
     return spent
 
 
@@ -134,7 +123,7 @@ def list_studies(results_root: str | Path) -> pd.DataFrame:
         study_dir = meta_file.parent
         try:
             table = study_status(study_dir)
-        except (StudyError, ValueError, KeyError) as error:
+        except StudyError as error:
             rows.append({"study": study_dir.name, "state": f"unreadable ({error})"})
             continue
         newest = max(p.stat().st_mtime for p in study_dir.rglob("*") if p.is_file())

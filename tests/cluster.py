@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from hpo.runner import SINGLE_HOST_ENV
+from hpo.ray_session import SINGLE_HOST_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

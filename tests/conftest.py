@@ -62,7 +62,7 @@ def ray_session():
     import ray
     from ray._private import ray_constants
 
-    from hpo.runner import SINGLE_HOST_ENV
+    from hpo.ray_session import SINGLE_HOST_ENV
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import yaml
 
-from hpo.runner import SINGLE_HOST_ENV
+from hpo.ray_session import SINGLE_HOST_ENV
 from tests.cluster import LocalCluster, cluster_env
 from tests.conftest import TINY_STUDY
 from tests.test_faults import FLAKY, held_at_epoch_3, reported, wait_until
@@ -152,8 +152,8 @@ def test_a_study_submitted_as_a_ray_job_is_followed_to_completion(start_cluster,
 
 LISTENING = """
 import psutil, ray
-import hpo.strategies  # imports Ray before init_ray, as hpo run may
-from hpo.runner import init_ray
+import hpo.strategies.budget  # imports Ray Tune before init_ray, as hpo run may
+from hpo.ray_session import init_ray
 init_ray()
 ours = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
 listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hpo.records import read_run_record, read_study_record
+from hpo.strategies import STRATEGIES
 from tests.conftest import REPO
 from tests.conftest import run_hpo as hpo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-STRATEGIES = ["grid", "random", "sha", "asha", "hyperband", "optuna"]
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +42,42 @@ def test_layout_is_one_ray_tune_experiment_per_run(finished):
     _, study_dir, done = finished
     from ray import tune
 
+    from hpo.results import load_analysis
+
     for strategy in STRATEGIES:
         run = study_dir / strategy / "seed-0"
         assert tune.Tuner.can_restore(str(run)), run
         assert list(run.glob("experiment_state-*.json"))
-        marker = json.loads((run / "hpo_run.json").read_text())
-        assert marker["status"] == "finished" and marker["best"]["trial_id"]
-        assert 0.5 < marker["best"]["test_accuracy"] <= 1.0
-    meta = json.loads((study_dir / "study.json").read_text())
-    assert sorted(meta["runs"]) == sorted(f"{s}/seed-0" for s in STRATEGIES)
-    assert meta["versions"]["ray"] and meta["ended_at"]
+        record = read_run_record(run)
+        assert record.status == "finished" and record.best.trial_id
+        assert 0.5 < record.best.test["test_accuracy"] <= 1.0
+        # A Ray user opening the folder sees the trials that ran, and only those
+        # (Hyperband creates whole brackets that the budget never starts).
+        trials = load_analysis(run).trials
+        assert trials and all(t.last_result.get("training_iteration") for t in trials), strategy
+        assert len(trials) == record.trials, strategy
+    study = read_study_record(study_dir)
+    assert sorted(study.runs) == sorted(f"{s}/seed-0" for s in STRATEGIES)
+    assert study.versions["ray"] and study.ended_at
     for strategy in STRATEGIES:
         assert f"\n{strategy} " in done.stdout  # one leaderboard row per strategy
+
+
+def test_every_file_it_writes_has_the_normal_umask(finished):
+    """Readable by a web server or a colleague on a shared results folder: 0644 with the
+    default umask (Ray Tune's own files are Ray's business)."""
+    _, study_dir, _ = finished
+    mask = os.umask(0)
+    os.umask(mask)
+    ours = [
+        study_dir / "study.json",
+        study_dir / "trials.csv",
+        *study_dir.glob("*/seed-0/hpo_run.json"),
+        *(study_dir / "report").iterdir(),
+    ]
+    assert len(ours) > 2 + len(STRATEGIES)
+    modes = {str(p.relative_to(study_dir)): oct(p.stat().st_mode & 0o777) for p in ours}
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes
 
 
 def test_trials_csv_columns_and_budget(finished):

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from hpo.export import export, select
-from hpo.spec import StudyError, load_study, parse_study, resolved
+from hpo.records import BestTrial, RunRecord, StudyRecord, write_study_record
+from hpo.spec import StudyError, load_study, parse_study
 from tests.conftest import TINY_STUDY
 
 NAN = math.nan
@@ -47,24 +48,37 @@ def trials() -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def finished(strategy, seed, trial_id, value, test, config=None) -> RunRecord:
+    best = BestTrial(
+        trial_id=trial_id,
+        epoch=2,
+        cum_epochs=2,
+        metric="val_accuracy",
+        value=value,
+        config=config or {},
+        test=test,
+    )
+    return RunRecord(strategy=strategy, seed=seed, started=0.0, status="finished", best=best)
+
+
 @pytest.fixture
 def study_dir(tmp_path, trials):
-    study = resolved(parse_study({**TINY_STUDY, "strategies": ["random", "sha"], "seeds": [0, 1]}))
-    runs = {
+    study = parse_study({**TINY_STUDY, "strategies": ["random", "sha"], "seeds": [0, 1]})
+    config = {"lr": 0.01, "optimizer": "adam", "channels": 8, "hidden_units": 16}
+    runs = [
         # test accuracy of sha seed 1 is the highest: selection must not look at it
-        "random/seed-0": {"best": {"trial_id": "r0a", "test_accuracy": 0.91, "config": {}}},
-        "sha/seed-0": {
-            "best": {
-                "trial_id": "s0a",
-                "test_accuracy": 0.94,
-                "test_loss": 0.2,
-                "config": {"lr": 0.01, "optimizer": "adam", "channels": 8, "hidden_units": 16},
-            }
-        },
-        "sha/seed-1": {"best": {"trial_id": "s1a", "test_accuracy": 0.999, "config": {}}},
-    }
-    meta = {"study": study, "runs": runs, "versions": {"ray": "x"}, "study_hash": "abc"}
-    (tmp_path / "study.json").write_text(json.dumps(meta))
+        finished("random", 0, "r0a", 0.95, {"test_accuracy": 0.91}),
+        finished("sha", 0, "s0a", 0.97, {"test_accuracy": 0.94, "test_loss": 0.2}, config),
+        finished("sha", 1, "s1a", 0.96, {"test_accuracy": 0.999}),
+    ]
+    record = StudyRecord(
+        study=study,
+        study_file="tiny.yaml",
+        study_hash="abc",
+        versions={"ray": "x"},
+        runs={run.key: run for run in runs},
+    )
+    write_study_record(tmp_path, record)
     trials.to_csv(tmp_path / "trials.csv", index=False)
     return tmp_path
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 import shutil
 import subprocess
@@ -16,13 +15,15 @@ import pytest
 from PIL import Image
 
 from hpo.cli import main
+from hpo.records import StudyRecord, read_study_record, write_study_record
 from hpo.report import build_report
 from hpo.report import figures as fig
 from hpo.report.bench import synthetic_study
 from hpo.report.build import SECTION_IDS
-from tests.conftest import REPO
+from hpo.spec import parse_study
+from hpo.strategies import STRATEGIES
+from tests.conftest import REPO, TINY_STUDY
 
-STRATEGIES = ["grid", "random", "sha", "asha", "hyperband", "optuna"]
 PNG_NAMES = [
     "final_best.png",
     "anytime_epochs.png",
@@ -82,13 +83,10 @@ def test_leaderboard_csv_agrees_with_trials_csv_and_the_page(complete):
     study_dir, index = complete
     board = pd.read_csv(study_dir / "report" / "leaderboard.csv")
     trials = pd.read_csv(study_dir / "trials.csv")
-    meta = json.loads((study_dir / "study.json").read_text())
+    record = read_study_record(study_dir)
     assert sorted(board["strategy"]) == sorted(STRATEGIES)
     best = trials.groupby(["strategy", "seed"])["val_accuracy"].max().groupby("strategy")
-    tests = {
-        s: [meta["runs"][f"{s}/seed-{k}"]["best"]["test_accuracy"] for k in (0, 1)]
-        for s in STRATEGIES
-    }
+    tests = {s: [record.run(s, k).best.test["test_accuracy"] for k in (0, 1)] for s in STRATEGIES}
     leaderboard = section(index.read_text(), "leaderboard")
     for row in board.itertuples():
         assert row.best_val_accuracy_mean == pytest.approx(best.mean()[row.strategy])
@@ -117,12 +115,13 @@ def test_other_tables_are_written_beside_the_page(complete):
 
 def test_partial_study_says_so_and_still_reports(tmp_path):
     study_dir = synthetic_study(tmp_path, trials=60, epochs=5, strategies=["grid", "sha", "optuna"])
-    meta = json.loads((study_dir / "study.json").read_text())
-    meta["ended_at"] = None
-    meta["runs"]["sha/seed-1"].update(status="running", best=None)  # still going
-    del meta["runs"]["optuna/seed-1"]  # never started
-    meta["study"]["description"] = "<b>bold</b> & <script>alert(1)</script>"
-    (study_dir / "study.json").write_text(json.dumps(meta))
+    record = read_study_record(study_dir)
+    record.ended_at = None
+    record.runs["sha/seed-1"].status, record.runs["sha/seed-1"].best = "running", None
+    del record.runs["optuna/seed-1"]  # never started
+    description = "<b>bold</b> & <script>alert(1)</script>"
+    record.study = record.study.model_copy(update={"description": description})
+    write_study_record(study_dir, record)
     trials = pd.read_csv(study_dir / "trials.csv")
     trials = trials[~((trials["strategy"] == "optuna") & (trials["seed"] == 1))]
     errored = trials["trial_id"] == trials["trial_id"].iloc[0]
@@ -158,9 +157,8 @@ def test_report_on_a_folder_without_results_is_one_error_line_exit_2(tmp_path, c
     if case != "missing":
         folder.mkdir(parents=True)
     if case == "no trials":
-        (folder / "study.json").write_text(
-            json.dumps({"study": {"metric": {"name": "m", "mode": "max"}}})
-        )
+        study = parse_study({**TINY_STUDY, "name": "study"})
+        write_study_record(folder, StudyRecord(study=study, study_file="s.yaml", study_hash="h"))
         (folder / "trials.csv").write_text("")
     if case == "bad json":
         (folder / "study.json").write_text("{not json")
@@ -173,7 +171,7 @@ def test_report_on_a_folder_without_results_is_one_error_line_exit_2(tmp_path, c
         "missing": "no such folder",
         "empty": "no study.json",
         "no trials": "trials.csv is missing or empty",
-        "bad json": "not a study.json",
+        "bad json": "study.json: unreadable (JSONDecodeError",
     }[case]
     assert expected in lines[0] and not (folder / "report").exists()
 

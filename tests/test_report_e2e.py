@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import re
 import shutil
@@ -16,14 +15,14 @@ import pytest
 import yaml
 from PIL import Image
 
+from hpo.records import read_study_record
 from hpo.report.build import SECTION_IDS
+from hpo.strategies import STRATEGIES
 from tests import browser
 from tests.conftest import TINY_STUDY
 from tests.conftest import run_hpo as hpo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-STRATEGIES = ["grid", "random", "sha", "asha", "hyperband", "optuna"]
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +56,20 @@ def test_every_section_and_image_and_one_leaderboard_row_per_strategy(reported):
 
 def test_numbers_agree_with_trials_csv_and_study_json(reported):
     trials = pd.read_csv(reported / "trials.csv")
-    meta = json.loads((reported / "study.json").read_text())
+    record = read_study_record(reported)
     board = pd.read_csv(reported / "report" / "leaderboard.csv").set_index("strategy")
     page = (reported / "report" / "index.html").read_text()
     leaderboard = re.search(r'<section id="leaderboard">(.*?)</section>', page, re.S).group(1)
     for strategy in STRATEGIES:
         mine = trials[trials["strategy"] == strategy]
-        run = meta["runs"][f"{strategy}/seed-0"]
+        run = record.run(strategy, 0)
         row = board.loc[strategy]
         assert row["best_val_accuracy_mean"] == pytest.approx(mine["val_accuracy"].max())
-        assert row["best_val_accuracy_mean"] == pytest.approx(run["best"]["val_accuracy"])
-        assert row["test_accuracy_mean"] == pytest.approx(run["best"]["test_accuracy"])
-        assert row["trials_per_run"] == mine["trial_id"].nunique() == run["trials"]
-        assert row["epochs_per_run"] == len(mine) == run["epochs"]
-        assert row["wall_s_per_run"] == pytest.approx(run["wall_s"])
+        assert row["best_val_accuracy_mean"] == pytest.approx(run.best.value)
+        assert row["test_accuracy_mean"] == pytest.approx(run.best.test["test_accuracy"])
+        assert row["trials_per_run"] == mine["trial_id"].nunique() == run.trials
+        assert row["epochs_per_run"] == len(mine) == run.epochs
+        assert row["wall_s_per_run"] == pytest.approx(run.wall_s)
         cells = (
             f'<td>{strategy}</td><td>1 of 1</td><td class="num">1</td>'
             f"<td>{row['best_val_accuracy_mean']:.4f} (1 seed)</td>"

@@ -8,9 +8,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpo.records import BestTrial, RunRecord, StudyRecord
 from hpo.report import tables as tab
+from hpo.spec import parse_study
+from hpo.strategies import STRATEGIES
+from tests.conftest import TINY_STUDY
 
 NAN = float("nan")
+
+
+def record(strategies: list[str], *runs: RunRecord) -> StudyRecord:
+    """study.json of a one-seed study of `strategies` with these runs recorded."""
+    study = parse_study({**TINY_STUDY, "strategies": strategies, "seeds": [0]})
+    return StudyRecord(
+        study=study, study_file="t.yaml", study_hash="h", runs={r.key: r for r in runs}
+    )
+
+
+def run(strategy: str, status: str, **fields) -> RunRecord:
+    return RunRecord(strategy=strategy, seed=0, started=0.0, status=status, **fields)
+
+
+def best(trial_id: str, value: float, epoch: int = 2, config=None, **test) -> BestTrial:
+    return BestTrial(
+        trial_id=trial_id,
+        epoch=epoch,
+        cum_epochs=epoch,
+        metric="val_accuracy",
+        value=value,
+        config=config or {},
+        test=test,
+    )
 
 
 def epochs(strategy: str, seed: int, values: list[float], seconds: list[float] | None = None):
@@ -204,23 +232,11 @@ def test_run_table_counts_from_trials_and_takes_wall_time_from_the_marker():
     trials = pd.concat(
         [epochs("grid", 0, [0.5, 0.7, NAN]), epochs("random", 0, [0.6], seconds=[42.0])]
     )
-    meta = {
-        "study": {
-            "metric": {"name": "val_accuracy", "mode": "max"},
-            "strategies": ["grid", "random", "sha"],
-            "seeds": [0],
-        },
-        "runs": {
-            "grid/seed-0": {
-                "strategy": "grid",
-                "seed": 0,
-                "status": "finished",
-                "wall_s": 33.0,
-                "best": {"trial_id": "grid-0-1", "val_accuracy": 0.7, "test_accuracy": 0.69},
-            },
-            "random/seed-0": {"strategy": "random", "seed": 0, "status": "running"},
-        },
-    }
+    meta = record(
+        ["grid", "random", "sha"],
+        run("grid", "finished", wall_s=33.0, best=best("grid-0-1", 0.7, test_accuracy=0.69)),
+        run("random", "running"),
+    )
     table = tab.run_table(tab.runs_frame(meta), trials, "val_accuracy", "max")
     table = table.set_index("strategy")
     assert table.loc["grid"].to_dict() == {
@@ -272,29 +288,12 @@ def test_pairwise_with_few_seeds_is_never_significant():
 def test_best_configs_selected_from_study_json_and_provisional_from_trials():
     trials = pd.concat([epochs("grid", 0, [0.5, 0.7]), epochs("sha", 0, [0.6, 0.8, 0.8])])
     trials["config/lr"] = [0.1, 0.01, 0.2, 0.02, 0.03]
-    meta = {
-        "study": {
-            "metric": {"name": "val_accuracy", "mode": "max"},
-            "strategies": ["grid", "sha", "asha"],
-            "seeds": [0],
-        },
-        "runs": {
-            "grid/seed-0": {
-                "strategy": "grid",
-                "seed": 0,
-                "status": "finished",
-                "best": {
-                    "trial_id": "grid-0-1",
-                    "epoch": 1,
-                    "val_accuracy": 0.7,
-                    "config": {"lr": 0.01},
-                    "test_accuracy": 0.66,
-                    "checkpoint_epoch": 1,
-                },
-            },
-            "sha/seed-0": {"strategy": "sha", "seed": 0, "status": "running", "best": None},
-        },
-    }
+    selected = best("grid-0-1", 0.7, epoch=1, config={"lr": 0.01}, test_accuracy=0.66)
+    meta = record(
+        ["grid", "sha", "asha"],
+        run("grid", "finished", best=selected.model_copy(update={"checkpoint_epoch": 1})),
+        run("sha", "running"),
+    )
     table = tab.best_configs(tab.runs_frame(meta), trials, "val_accuracy", "max")
     table = table.set_index("strategy")
     assert list(table.index) == ["grid", "sha"]  # asha has nothing yet: no row
@@ -390,14 +389,9 @@ def test_status_counts_lists_every_status():
     }
 
 
-def test_strategy_order_is_fixed_then_alphabetical():
-    assert tab.strategy_order(["optuna", "zeta", "grid", "asha", "bohb"]) == [
-        "grid",
-        "asha",
-        "optuna",
-        "bohb",
-        "zeta",
-    ]
+def test_strategy_order_follows_the_registry_then_alphabetical():
+    names = [*reversed(list(STRATEGIES)), "zz_unregistered", "aa_unregistered"]
+    assert tab.strategy_order(names) == [*STRATEGIES, "aa_unregistered", "zz_unregistered"]
 
 
 def test_choice_effects_group_trials_by_each_categorical_value():

@@ -10,12 +10,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from hpo.strategies.successive_halving import (
-    SynchronousSuccessiveHalving,
-    bracket_cost,
-    rung_plan,
-    trials_for_budget,
-)
+from hpo.strategies.brackets import bracket_cost, rung_plan, trials_for_budget
+from hpo.strategies.successive_halving import SynchronousSuccessiveHalving
 
 
 def test_rung_plan_shrinks_by_eta_and_ends_at_max_t():

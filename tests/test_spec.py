@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo.spec import STRATEGY_NAMES, StudyError, load_study, resolved
+from hpo.spec import StudyError, load_study, resolved
 from hpo.strategies import STRATEGIES
 
 
@@ -11,7 +11,7 @@ def test_default_study_is_valid():
 
     study = load_study(REPO / "studies" / "digits_cnn.yaml")
     assert study.trainable == "cnn" and study.dataset.name == "digits"
-    assert study.strategies == list(STRATEGY_NAMES) and study.seeds == [0, 1]
+    assert study.strategies == list(STRATEGIES) and study.seeds == [0, 1]
     assert study.budget.max_epochs == 27 and study.budget.reduction_factor == 3
 
 
@@ -20,14 +20,10 @@ def test_defaults_are_filled_in(write_study, study_dict):
     study = load_study(write_study(study_dict))
     data = resolved(study)
     assert data["metric"] == {"name": "val_accuracy", "mode": "max"}
-    assert data["strategies"] == list(STRATEGY_NAMES)
+    assert data["strategies"] == list(STRATEGIES)  # default: every registered strategy
     assert data["seeds"] == [0]
     assert data["resources"] == {"cpu": 1.0, "gpu": 0.0}
     assert data["space"]["lr"] == {"loguniform": {"low": 1e-3, "high": 3e-2}}
-
-
-def test_strategy_names_match_the_registry():
-    assert set(STRATEGY_NAMES) == set(STRATEGIES)
 
 
 def _set(study: dict, dotted: str, value) -> dict:
@@ -95,6 +91,15 @@ def test_bad_field_gives_one_line_naming_it(write_study, study_dict, field, valu
     text = str(caught.value)
     assert text.startswith(f"{path}: {message}"), text
     assert "\n" not in text
+
+
+def test_a_trainable_gets_only_data_of_the_shape_it_takes(write_study, study_dict):
+    study_dict.update(trainable="resnet_transfer", fixed={}, dataset={"name": "mnist1d"})
+    with pytest.raises(StudyError) as caught:
+        load_study(write_study(study_dict))
+    assert caught.value.args[0].endswith(
+        "dataset.name: mnist1d gives C×L signals; trainable 'resnet_transfer' takes C×H×W images"
+    )
 
 
 def test_missing_file(tmp_path):

@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from hpo import results as res
 from hpo.cli import main
-from hpo.spec import StudyError, load_study, parse_study, resolved
+from hpo.records import (
+    BestTrial,
+    RunRecord,
+    StudyRecord,
+    run_dir,
+    write_run_record,
+    write_study_record,
+)
+from hpo.spec import StudyError, load_study, parse_study
 from hpo.status import list_studies, run_state, study_status
 from tests.conftest import TINY_STUDY
 
@@ -31,16 +38,19 @@ def fake_results(root: Path) -> Path:
     driver died, asha/seed-1 not started."""
     study_dir = root / "watched"
     study = parse_study(STUDY)
-    res.write_json_atomic(study_dir / "study.json", {"study": resolved(study), "runs": {}})
+    write_study_record(study_dir, StudyRecord(study=study, study_file="w.yaml", study_hash="h"))
     host = socket.gethostname()
+    best = BestTrial(
+        trial_id="t1", epoch=2, cum_epochs=3, metric="val_accuracy", value=0.9, config={}
+    )
     markers = {
-        ("random", 0): {"status": "finished", "wall_s": 12.5, "best": {"val_accuracy": 0.9}},
+        ("random", 0): {"status": "finished", "wall_s": 12.5, "best": best},
         ("random", 1): {"status": "running", "driver_pid": os.getpid(), "driver_host": host},
         ("asha", 0): {"status": "running", "driver_pid": dead_pid(), "driver_host": host},
     }
     for (strategy, seed), marker in markers.items():
-        run = res.run_dir(study_dir, strategy, seed)
-        res.write_json_atomic(run / res.RUN_MARKER, marker)
+        run = run_dir(study_dir, strategy, seed)
+        write_run_record(run, RunRecord(strategy=strategy, seed=seed, started=0.0, **marker))
         for trial, accuracies in (("t1", [0.5, 0.7]), ("t2", [0.6])):
             lines = [
                 {"trial_id": trial, "training_iteration": i + 1, "val_accuracy": a}
@@ -68,8 +78,10 @@ def test_status_reports_state_trials_epochs_and_best_per_run(tmp_path):
 
 def test_run_state_of_a_marker():
     assert run_state(None) == "pending"
-    assert run_state({"status": "failed"}) == "failed"
-    elsewhere = {"status": "running", "driver_pid": dead_pid(), "driver_host": "another-host"}
+    assert run_state(RunRecord(strategy="a", seed=0, started=0.0, status="failed")) == "failed"
+    elsewhere = RunRecord(
+        strategy="a", seed=0, started=0.0, driver_pid=dead_pid(), driver_host="another-host"
+    )
     assert run_state(elsewhere) == "running"  # cannot check another host's processes
 
 

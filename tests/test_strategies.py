@@ -8,8 +8,9 @@ import pytest
 
 from hpo.spec import parse_study
 from hpo.strategies import STRATEGIES
+from hpo.strategies.brackets import bracket_cost, rung_plan
 from hpo.strategies.budget import EpochBudget
-from hpo.strategies.successive_halving import SynchronousSuccessiveHalving, bracket_cost, rung_plan
+from hpo.strategies.successive_halving import SynchronousSuccessiveHalving
 
 
 @pytest.fixture
@@ -24,56 +25,69 @@ def study(study_dict):
     return parse_study(study_dict)
 
 
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_tuner_carries_the_same_plan_as_validation(study, name):
+    """What `hpo validate` and `hpo status` show (plan, no Ray) is what Tune is given."""
+    strategy = STRATEGIES[name]
+    assert strategy.tuner(study, seed=3).plan == strategy.plan(study, seed=3)
+
+
 def test_grid_fits_the_budget(study):
-    plan = STRATEGIES["grid"](study, seed=0)
+    tuner = STRATEGIES["grid"].tuner(study, seed=0)
     grid_dims = {
-        k for k, v in plan.param_space.items() if isinstance(v, dict) and "grid_search" in v
+        k for k, v in tuner.param_space.items() if isinstance(v, dict) and "grid_search" in v
     }
     assert grid_dims == {"lr", "optimizer", "dropout"}
-    assert plan.notes["grid_points"] <= 90 // 9
-    assert plan.param_space["channels"] == 8  # fixed values pass through
-    assert plan.search_alg.max_concurrent == 2 and plan.num_samples == 1
+    assert tuner.plan.notes["grid_points"] <= 90 // 9
+    assert tuner.plan.planned_epochs == tuner.plan.notes["grid_points"] * 9 <= 90
+    assert tuner.param_space["channels"] == 8  # fixed values pass through
+    assert tuner.search_alg.max_concurrent == 2 and tuner.plan.num_samples == 1
 
 
 def test_random_spends_the_budget_on_full_trials(study):
-    plan = STRATEGIES["random"](study, seed=4)
-    assert plan.num_samples == 10 and plan.scheduler is None
-    assert type(plan.param_space["lr"]).__name__ == "Float"
+    tuner = STRATEGIES["random"].tuner(study, seed=4)
+    assert tuner.plan.num_samples == 10 and tuner.scheduler is None
+    assert tuner.plan.planned_epochs == 90
+    assert type(tuner.param_space["lr"]).__name__ == "Float"
 
 
 def test_sha_bracket_fits_the_budget(study):
-    plan = STRATEGIES["sha"](study, seed=0)
-    assert isinstance(plan.scheduler, SynchronousSuccessiveHalving)
-    rungs = plan.scheduler.rungs
-    assert rungs[0][0] == plan.num_samples and rungs[-1][1] == 9
+    tuner = STRATEGIES["sha"].tuner(study, seed=0)
+    assert isinstance(tuner.scheduler, SynchronousSuccessiveHalving)
+    rungs, n = tuner.scheduler.rungs, tuner.plan.num_samples
+    assert rungs == tuner.plan.notes["rungs"]
+    assert rungs[0][0] == n and rungs[-1][1] == 9
     assert [epochs for _, epochs in rungs] == [1, 3, 9]
-    assert bracket_cost(rungs) <= 90 < bracket_cost(rung_plan(plan.num_samples + 1, 1, 9, 3))
-    assert plan.scheduler.max_running == 2
+    assert tuner.plan.planned_epochs == bracket_cost(rungs)
+    assert bracket_cost(rungs) <= 90 < bracket_cost(rung_plan(n + 1, 1, 9, 3))
+    assert tuner.scheduler.max_running == 2
 
 
 def test_asha_and_hyperband_use_rays_schedulers(study):
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
 
-    asha = STRATEGIES["asha"](study, seed=0)
+    asha = STRATEGIES["asha"].tuner(study, seed=0)
     assert isinstance(asha.scheduler, ASHAScheduler)
     assert asha.scheduler._max_t == 9 and asha.scheduler._reduction_factor == 3
     assert asha.scheduler._brackets[0]._rungs[-1][0] == 1  # first rung at min_epochs
-    hyperband = STRATEGIES["hyperband"](study, seed=0)
+    hyperband = STRATEGIES["hyperband"].tuner(study, seed=0)
     assert isinstance(hyperband.scheduler, HyperBandScheduler)
     assert hyperband.scheduler._max_t_attr == 9 and hyperband.scheduler._eta == 3
     assert hyperband.scheduler.max_running == 2
+    # open-ended: the run's epoch budget is what ends them
+    assert asha.plan.planned_epochs is None and hyperband.plan.planned_epochs is None
 
 
 def test_optuna_is_seeded_tpe(study):
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
-    plan = STRATEGIES["optuna"](study, seed=7)
-    assert isinstance(plan.search_alg, OptunaSearch)
-    sampler = plan.search_alg._sampler
+    tuner = STRATEGIES["optuna"].tuner(study, seed=7)
+    assert isinstance(tuner.search_alg, OptunaSearch)
+    sampler = tuner.search_alg._sampler
     assert isinstance(sampler, TPESampler)
-    assert plan.max_concurrent_trials == 2 and plan.num_samples == 10
-    again = STRATEGIES["optuna"](study, seed=7).search_alg._sampler
+    assert tuner.max_concurrent_trials == 2 and tuner.plan.num_samples == 10
+    again = STRATEGIES["optuna"].tuner(study, seed=7).search_alg._sampler
     assert sampler._rng.rng.random() == again._rng.rng.random()
 
 
@@ -107,3 +121,10 @@ def test_budget_reads_finished_trials_after_restore(tmp_path):
     assert stopper.spent == 13 and not stopper.stop_all()
     stopper("t3", {"training_iteration": 2})
     assert stopper.stop_all()
+
+
+def test_a_grid_larger_than_the_budget_says_so(study_dict):
+    study_dict["budget"] = {"max_epochs": 5, "min_epochs": 5, "total_epochs": 5}
+    plan = STRATEGIES["grid"].plan(parse_study(study_dict), seed=0)
+    assert plan.notes["grid_points"] == 2 and plan.planned_epochs == 10  # both optimizers
+    assert "2 points, the budget pays for 1 full trials" in plan.notes["over_budget"]

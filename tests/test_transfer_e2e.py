@@ -3,14 +3,13 @@ two freezing policies, two strategies; the report shows the policies and conv1."
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 import torch
 import torchvision
 import yaml
 
+from hpo.records import read_run_record
 from tests.conftest import run_hpo as hpo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -43,8 +42,8 @@ def test_tiny_fine_tuning_study_runs_and_reports(tmp_path):
     assert set(trials["strategy"]) == {"random", "asha"}
     assert set(trials["config/freeze"]) <= {"head", "head+conv1+layer1.0.conv1"}
     for strategy in ("random", "asha"):
-        marker = json.loads((study_dir / strategy / "seed-0" / "hpo_run.json").read_text())
-        assert marker["status"] == "finished" and marker["best"]["test_accuracy"] is not None
+        run = read_run_record(study_dir / strategy / "seed-0")
+        assert run.status == "finished" and run.best.test["test_accuracy"] is not None
         assert (study_dir / strategy / "seed-0" / "views.npz").exists()
     page = (study_dir / "report" / "index.html").read_text()
     assert "conv1_filters.png" in page and 'id="choices-table"' in page

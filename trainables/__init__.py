@@ -115,15 +115,21 @@ class TrainableInfo:
     views: str | None = None
     # a user's "module:function" model builder: any hyperparameter name is passed to it
     custom: bool = False
+    # Input ranks (without the batch dimension) the model takes: 2 for C×L signals, 3 for
+    # C×H×W images; None: not declared (a custom builder), nothing is checked.
+    input_ranks: tuple[int, ...] | None = None
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
-    "cnn": TrainableInfo("cnn", "trainables.models:build_cnn", CNN_DEFAULTS, CNN_CHOICES),
+    "cnn": TrainableInfo(
+        "cnn", "trainables.models:build_cnn", CNN_DEFAULTS, CNN_CHOICES, input_ranks=(2, 3)
+    ),
     "resnet_transfer": TrainableInfo(
         "resnet_transfer",
         "trainables.transfer:build_resnet_transfer",
         RESNET_TRANSFER_DEFAULTS,
         RESNET_TRANSFER_CHOICES,
+        input_ranks=(3,),
         input_scale="unit",
         check="trainables.transfer:check_values",
         path_params=("weights",),
@@ -132,32 +138,39 @@ TRAINABLES: dict[str, TrainableInfo] = {
 }
 
 # Options of a dataset section besides name, fractions and split seed, in the order of
-# `trainables.data.load_dataset`'s keywords; `classes` applies to every dataset.
-LOADER_OPTIONS: tuple[str, ...] = ("data_dir", "download", "path", "image_size", "classes")
+# `trainables.data.load_dataset`'s keywords: those a dataset declares it takes
+# (DatasetInfo.options), then `classes`, which applies to every dataset.
+DATASET_OPTIONS: tuple[str, ...] = ("data_dir", "download", "path", "image_size")
+LOADER_OPTIONS: tuple[str, ...] = (*DATASET_OPTIONS, "classes")
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered dataset: its loader and which of LOADER_OPTIONS that loader takes."""
+    """A registered dataset: its loader, which of DATASET_OPTIONS that loader takes, and
+    the rank of one sample (2: C×L signals, 3: C×H×W images)."""
 
     loader: str  # "module:function" returning trainables.data.RawData (all samples, unsplit)
+    input_rank: int
     options: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
 
 
 _FILES = ("data_dir", "download")  # torchvision's files under a root folder
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("trainables.data:digits_arrays"),
-    "mnist1d": DatasetInfo("trainables.data:mnist1d_arrays"),
-    "mnist": DatasetInfo("trainables.formats:mnist_arrays", _FILES),
-    "fashion_mnist": DatasetInfo("trainables.formats:fashion_mnist_arrays", _FILES),
-    "cifar10": DatasetInfo("trainables.formats:cifar10_arrays", _FILES),
+    "digits": DatasetInfo("trainables.data:digits_arrays", 3),
+    "mnist1d": DatasetInfo("trainables.data:mnist1d_arrays", 2),
+    "mnist": DatasetInfo("trainables.formats:mnist_arrays", 3, _FILES),
+    "fashion_mnist": DatasetInfo("trainables.formats:fashion_mnist_arrays", 3, _FILES),
+    "cifar10": DatasetInfo("trainables.formats:cifar10_arrays", 3, _FILES),
     "image_folder": DatasetInfo(
         "trainables.formats:image_folder_arrays",
+        3,
         ("path", "image_size"),
         required=("path", "image_size"),
     ),
 }
+
+RANK_NAMES = {2: "C×L signals", 3: "C×H×W images"}
 
 
 def load_model(directory):
@@ -231,6 +244,8 @@ __all__ = [
     "DatasetInfo",
     "WeightsError",
     "DATASETS",
+    "RANK_NAMES",
+    "DATASET_OPTIONS",
     "LOADER_OPTIONS",
     "EPOCH_METRICS",
     "TRAINABLES",

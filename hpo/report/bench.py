@@ -11,7 +11,6 @@ no training, seconds instead of minutes.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,8 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hpo.files import write_csv
+from hpo.provenance import package_versions
+from hpo.records import BestTrial, Machine, RunRecord, StudyRecord, write_study_record
 from hpo.report import build_report
-from hpo.report.tables import STRATEGY_ORDER
+from hpo.spec import parse_study
+from hpo.strategies import STRATEGIES
 
 SPACE: dict[str, Any] = {
     "lr": {"loguniform": {"low": 1.0e-4, "high": 0.1}},
@@ -68,7 +71,7 @@ def synthetic_study(
     directory: str | Path,
     trials: int = 1000,
     epochs: int = 30,
-    strategies: Sequence[str] = STRATEGY_ORDER,
+    strategies: Sequence[str] = tuple(STRATEGIES),
     seeds: Sequence[int] = (0, 1),
     diverged_fraction: float = 0.02,
     seed: int = 0,
@@ -82,7 +85,7 @@ def synthetic_study(
     runs = [(s, k) for s in strategies for k in seeds]
     per_run = np.full(len(runs), trials // len(runs))
     per_run[: trials % len(runs)] += 1
-    frames, markers = [], {}
+    frames, records = [], {}
     clock = 1.8e9
     for (strategy, run_seed), count in zip(runs, per_run, strict=True):
         started = clock
@@ -122,55 +125,56 @@ def synthetic_study(
         frame["wall_s"] = frame["report_time"] - started
         frames.append(frame)
         clock = float(frame["report_time"].max()) + 1.0
-        markers[f"{strategy}/seed-{run_seed}"] = _marker(strategy, run_seed, started, frame)
-    pd.concat(frames, ignore_index=True).to_csv(study_dir / "trials.csv", index=False)
-    meta = {
-        "study": _study(strategies, seeds, trials, epochs),
-        "study_file": "synthetic (hpo.report.bench)",
-        "study_hash": "0" * 64,
-        "versions": _versions(),
-        "machine": {"hostname": "synthetic", "cpus": os.cpu_count(), "gpus": 0},
-        "started_at": _iso(1.8e9),
-        "ended_at": _iso(clock),
-        "runs": markers,
-    }
-    (study_dir / "study.json").write_text(json.dumps(meta, indent=2, allow_nan=True))
+        run = _run_record(strategy, run_seed, started, frame)
+        records[run.key] = run
+    write_csv(study_dir / "trials.csv", pd.concat(frames, ignore_index=True))
+    record = StudyRecord(
+        study=parse_study(_study(strategies, seeds, trials, epochs), "synthetic study"),
+        study_file="synthetic (hpo.report.bench)",
+        study_hash="0" * 64,
+        versions=package_versions(),
+        machine=Machine(hostname="synthetic", cpus=os.cpu_count(), gpus=0),
+        started_at=_iso(1.8e9),
+        ended_at=_iso(clock),
+        runs=records,
+    )
+    write_study_record(study_dir, record)
     return study_dir
 
 
-def _marker(strategy: str, seed: int, started: float, frame: pd.DataFrame) -> dict[str, Any]:
-    """The run's entry in study.json, with its best trial selected as the runner does."""
+def _run_record(strategy: str, seed: int, started: float, frame: pd.DataFrame) -> RunRecord:
+    """The run's record, with its best trial selected as the runner does."""
     finite = frame.dropna(subset=["val_accuracy"])
     best = finite.sort_values(["val_accuracy", "cum_epochs"], ascending=[False, True]).iloc[0]
     ended = float(frame["report_time"].max())
-    return {
-        "strategy": strategy,
-        "seed": seed,
-        "started": started,
-        "status": "finished",
-        "started_at": _iso(started),
-        "ended_at": _iso(ended),
-        "wall_s": ended - started,
-        "errors": 0,
-        "data_sizes": SIZES,
-        "trials": int(frame["trial_id"].nunique()),
-        "epochs": len(frame),
-        "statuses": frame.groupby("trial_id")["status"].first().value_counts().to_dict(),
-        "best": {
-            "trial_id": best["trial_id"],
-            "epoch": int(best["epoch"]),
-            "cum_epochs": int(best["cum_epochs"]),
-            "val_accuracy": float(best["val_accuracy"]),
-            "config": {
+    return RunRecord(
+        strategy=strategy,
+        seed=seed,
+        started=started,
+        status="finished",
+        started_at=_iso(started),
+        ended_at=_iso(ended),
+        wall_s=ended - started,
+        errors=0,
+        data_sizes=SIZES,
+        trials=int(frame["trial_id"].nunique()),
+        epochs=len(frame),
+        statuses=frame.groupby("trial_id")["status"].first().value_counts().to_dict(),
+        best=BestTrial(
+            trial_id=best["trial_id"],
+            epoch=int(best["epoch"]),
+            cum_epochs=int(best["cum_epochs"]),
+            metric="val_accuracy",
+            value=float(best["val_accuracy"]),
+            config={
                 k.removeprefix("config/"): (v.item() if hasattr(v, "item") else v)
                 for k, v in best.items()
                 if k.startswith("config/")
             },
-            "test_loss": 0.2,
-            "test_accuracy": float(best["val_accuracy"]) - 0.01,
-            "checkpoint_epoch": int(best["epoch"]),
-        },
-    }
+            test={"test_loss": 0.2, "test_accuracy": float(best["val_accuracy"]) - 0.01},
+            checkpoint_epoch=int(best["epoch"]),
+        ),
+    )
 
 
 def _study(strategies: Sequence[str], seeds: Sequence[int], trials: int, epochs: int) -> dict:
@@ -200,12 +204,6 @@ def _study(strategies: Sequence[str], seeds: Sequence[int], trials: int, epochs:
         "max_concurrent_trials": 2,
         "max_failures": 0,
     }
-
-
-def _versions() -> dict[str, str]:
-    from hpo.runner import package_versions
-
-    return package_versions()
 
 
 def _iso(seconds: float) -> str:

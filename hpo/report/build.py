@@ -8,8 +8,6 @@ from `tables`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -19,10 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hpo import files
+from hpo.records import StudyRecord
 from hpo.report import figures as fig
 from hpo.report import html as h
 from hpo.report import tables as tab
 from hpo.results import Results, load_results
+from hpo.spec import resolved
 
 REPORT_DIR = "report"
 TOP_TRIALS = 30  # trials shown in the parallel-coordinates view
@@ -43,15 +44,13 @@ def build_report(study_dir: str | Path) -> Path:
     and the tables as CSV beside it, and return the path of index.html."""
     results = load_results(study_dir)
     out = results.directory / REPORT_DIR
-    out.mkdir(exist_ok=True)
     report = compute(results)
     for name, frame in report.csv_tables().items():
-        frame.to_csv(out / name, index=False)
+        files.write_csv(out / name, frame)
     pngs = {name: fig.png_bytes(figure) for name, figure in draw(report).items()}
     for name, data in pngs.items():
-        (out / name).write_bytes(data)
-    _write_text_atomic(out / "index.html", render(report, pngs))
-    return out / "index.html"
+        files.write_bytes(out / name, data)
+    return files.write_text(out / "index.html", render(report, pngs))
 
 
 # ----------------------------------------------------------------- compute
@@ -81,6 +80,11 @@ class Report:
     @property
     def metric(self) -> str:
         return self.results.metric
+
+    @property
+    def space(self) -> dict[str, dict[str, Any]]:
+        """The searched domains as saved (plain data: what the tables and figures take)."""
+        return searched_space(self.results)
 
     def csv_tables(self) -> dict[str, pd.DataFrame]:
         """The tables as written beside the page, columns named after the metric."""
@@ -114,7 +118,7 @@ class Report:
 def compute(results: Results) -> Report:
     """All tables of the report (pure: nothing is drawn or written here)."""
     trials, metric, mode = results.trials, results.metric, results.mode
-    runs_meta = tab.runs_frame(results.meta)
+    runs_meta = tab.runs_frame(results.record)
     runs = tab.run_table(runs_meta, trials, metric, mode)
     curves = tab.anytime(trials, metric, mode)
     finite_best = runs["best_val"].dropna()
@@ -126,7 +130,7 @@ def compute(results: Results) -> Report:
         targets = tab.target_levels(overall, mode, bounded)
     per_run = tab.time_to_target(curves, targets, mode)
     trial_table = tab.trial_table(trials, metric, mode)
-    space = results.study.get("space") or {}
+    space = searched_space(results)
     importance, note = tab.importance(trial_table, space, mode)
     test_metric = (
         str(runs_meta["test_metric"].iloc[0])
@@ -155,12 +159,17 @@ def compute(results: Results) -> Report:
     )
 
 
+def searched_space(results: Results) -> dict[str, dict[str, Any]]:
+    return resolved(results.study)["space"]
+
+
 def load_views(results: Results, runs: pd.DataFrame) -> tuple[str, dict[str, Any]] | None:
     """The arrays (views.npz) that the trainable saved for a run's selected model, from the
     run with the best validation metric that has them (e.g. resnet_transfer's conv1)."""
     import numpy as np
 
-    from hpo.results import VIEWS_FILE, run_dir
+    from hpo.records import run_dir
+    from hpo.results import VIEWS_FILE
 
     ordered = runs.dropna(subset=["best_val"]).sort_values(
         "best_val", ascending=results.mode == "min"
@@ -178,7 +187,7 @@ def draw(report: Report) -> dict[str, Any]:
     """Every figure of the report, by its PNG file name."""
     metric = report.metric
     colors = fig.strategy_colors(report.runs["strategy"].unique())
-    space = report.results.study.get("space") or {}
+    space = report.space
     top = tab.top_trials(report.trial_table, report.results.mode, TOP_TRIALS)["best"]
     best_range = (float(top.min()), float(top.max())) if not top.empty else (0.0, 1.0)
     if report.results.mode == "min":
@@ -224,14 +233,12 @@ def _seconds(value: Any) -> str:
     return "n/a" if h.is_missing(value) else f"{float(value):.1f}"
 
 
-def study_state(
-    meta: dict[str, Any], runs: pd.DataFrame, counts: dict[str, int]
-) -> tuple[str, str]:
+def study_state(record: StudyRecord, runs: pd.DataFrame, counts: dict[str, int]) -> tuple[str, str]:
     """The banner at the top: complete, still running / stopped part-way, partly failed."""
     statuses = runs["run_status"].value_counts().to_dict() if not runs.empty else {}
     total, finished = len(runs), int(statuses.pop("finished", 0))
     problems = []
-    if meta.get("ended_at") is None or finished < total:
+    if record.ended_at is None or finished < total:
         others = ", ".join(f"{n} {s}" for s, n in statuses.items())
         problems.append(
             f"Not finished: {finished} of {total} runs finished"
@@ -280,66 +287,57 @@ def _sizes_text(runs_meta: pd.DataFrame) -> str:
 
 def header_facts(report: Report) -> list[tuple[str, str]]:
     """The study, where and with what it ran, how long, and how its trials ended."""
-    meta, study = report.results.meta, report.results.study
-    dataset, budget = study.get("dataset") or {}, study.get("budget") or {}
+    record, study = report.results.record, report.results.study
+    dataset, budget, resources = study.dataset, study.budget, study.resources
     runs, counts = report.runs, report.status_counts
-    split_seed = dataset.get("split_seed")
-    machine = meta.get("machine") or {}
-    versions = meta.get("versions") or {}
+    machine = record.machine
     wall = runs["wall_s"].sum(min_count=1)
     statuses = runs["run_status"].value_counts().to_dict()
     extra = {k: v for k, v in counts.items() if k not in tab.TRIAL_STATUSES}
     run_errors = pd.to_numeric(report.runs_meta.get("run_errors"), errors="coerce")
     return [
-        ("study", f"{study.get('name', '?')} — {study.get('description') or 'no description'}"),
-        ("study file", f"{meta.get('study_file', '?')} (hash {str(meta.get('study_hash'))[:12]})"),
-        ("trainable", str(study.get("trainable", "?"))),
+        ("study", f"{study.name} — {study.description or 'no description'}"),
+        ("study file", f"{record.study_file} (hash {record.study_hash[:12]})"),
+        ("trainable", study.trainable),
         (
             "dataset",
-            f"{dataset.get('name', '?')}: validation fraction {dataset.get('val_fraction')}, "
-            f"test fraction {dataset.get('test_fraction')}, split by "
-            + ("each run's seed" if split_seed is None else f"seed {split_seed}")
+            f"{dataset.name}: validation fraction {dataset.val_fraction}, "
+            f"test fraction {dataset.test_fraction}, split by "
+            + ("each run's seed" if dataset.split_seed is None else f"seed {dataset.split_seed}")
             + f"; {_sizes_text(report.runs_meta)}",
         ),
         (
             "metric",
-            f"{report.metric} ({study['metric']['mode']}imize) on the validation split; "
+            f"{report.metric} ({study.metric.mode}imize) on the validation split; "
             f"{report.test_metric} of each run's selected config on the test split",
         ),
-        ("search space", _space_text(study.get("space") or {})),
-        ("fixed", ", ".join(f"{k}={v}" for k, v in (study.get("fixed") or {}).items()) or "—"),
+        ("search space", _space_text(report.space)),
+        ("fixed", ", ".join(f"{k}={v}" for k, v in study.fixed.items()) or "—"),
         (
             "budget",
-            f"{budget.get('total_epochs')} epochs per strategy × seed run; trials up to "
-            f"{budget.get('max_epochs')} epochs (first rung {budget.get('min_epochs')}, "
-            f"η = {budget.get('reduction_factor')}); time limit per run: "
-            + (f"{budget['time_limit_s']} s" if budget.get("time_limit_s") else "none"),
+            f"{budget.total_epochs} epochs per strategy × seed run; trials up to "
+            f"{budget.max_epochs} epochs (first rung {budget.min_epochs}, "
+            f"η = {budget.reduction_factor}); time limit per run: "
+            + (f"{budget.time_limit_s} s" if budget.time_limit_s else "none"),
         ),
-        ("strategies", ", ".join(study.get("strategies", []))),
-        ("seeds", ", ".join(map(str, study.get("seeds", [])))),
+        ("strategies", ", ".join(study.strategies)),
+        ("seeds", ", ".join(map(str, study.seeds))),
         (
             "resources",
-            f"per trial {(study.get('resources') or {}).get('cpu')} CPU, "
-            f"{(study.get('resources') or {}).get('gpu')} GPU; at most "
-            f"{study.get('max_concurrent_trials')} trials at once; "
-            f"max_failures {study.get('max_failures')}",
+            f"per trial {resources.cpu} CPU, {resources.gpu} GPU; at most "
+            f"{study.max_concurrent_trials} trials at once; "
+            f"max_failures {study.max_failures}",
         ),
-        ("package versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"),
         (
-            "machine",
-            f"{machine.get('hostname', '?')}: {machine.get('cpus', '?')} CPUs"
-            + (
-                f" ({machine['cluster_cpus']:g} CPUs in the Ray cluster)"
-                if isinstance(machine.get("cluster_cpus"), (int, float))
-                else ""
-            )
-            + f", {machine.get('gpus', 0)} GPUs",
+            "package versions",
+            ", ".join(f"{k} {v}" for k, v in record.versions.items()) or "not recorded",
         ),
+        ("machine", _machine_text(machine)),
         (
             "wall time",
             f"{_seconds(wall)} s in all runs together; study started "
-            f"{meta.get('started_at') or '?'}, "
-            + (f"ended {meta['ended_at']}" if meta.get("ended_at") else "not ended"),
+            f"{record.started_at or '?'}, "
+            + (f"ended {record.ended_at}" if record.ended_at else "not ended"),
         ),
         (
             "runs",
@@ -359,6 +357,17 @@ def header_facts(report: Report) -> list[tuple[str, str]]:
             ),
         ),
     ]
+
+
+def _machine_text(machine: Any) -> str:
+    if machine is None:
+        return "not recorded"
+    cluster = (
+        f" ({machine.cluster_cpus:g} CPUs in the Ray cluster)"
+        if machine.cluster_cpus is not None
+        else ""
+    )
+    return f"{machine.hostname}: {machine.cpus} CPUs{cluster}, {machine.gpus:g} GPUs"
 
 
 def _speedup(baseline: str) -> Any:
@@ -527,7 +536,7 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
     config_columns = [c for c in configs.columns if c.startswith("config/")]
     space_first = sorted(
         config_columns,
-        key=lambda c: (c.removeprefix("config/") not in (study.get("space") or {}), c),
+        key=lambda c: (c.removeprefix("config/") not in study.space, c),
     )
     sections["best-configs"].add(
         h.paragraph(
@@ -574,11 +583,10 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
         f"{_version()} from {results.directory.resolve()} (study.json, trials.csv). "
         f"Beside this page: {', '.join(files)}."
     )
-    subtitle = study.get("description") or ""
     return h.page(
-        f"HPO study report: {study.get('name', results.directory.name)}",
-        subtitle,
-        study_state(results.meta, report.runs_meta, report.status_counts),
+        f"HPO study report: {study.name}",
+        study.description,
+        study_state(results.record, report.runs_meta, report.status_counts),
         list(sections.values()),
         footer,
     )
@@ -644,7 +652,7 @@ def _time_to_target_table(table: pd.DataFrame) -> str:
     }
     shown = table.assign(seeds_reached=[f"{r} of {n}" for r, n in zip(
         table["seeds_reached"], table["seeds"], strict=True)])  # fmt: skip
-    for baseline in ("grid", "random"):
+    for baseline in tab.BASELINES:
         for unit in ("epochs", "seconds"):
             column = f"speedup_{unit}_vs_{baseline}"
             if column in table:
@@ -720,11 +728,3 @@ def _version() -> str:
         return metadata.version("hpo")
     except metadata.PackageNotFoundError:
         return "(not installed)"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and rename: a browser never sees half a page."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

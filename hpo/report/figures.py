@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from hpo.report.tables import STRATEGY_ORDER, choice_index, space_kind, strategy_order
+from hpo.report.tables import choice_index, space_kind
+from hpo.strategies import STRATEGIES, strategy_order
 
 Colour = tuple[float, float, float]
 X_LABELS = {
@@ -33,14 +34,12 @@ X_LABELS = {
 }
 
 
-def strategy_colors(strategies: Sequence[str] = STRATEGY_ORDER) -> dict[str, Colour]:
-    """One fixed colour per strategy: seaborn's colorblind palette indexed by the fixed
-    strategy order, so grid is the same blue in every figure of every report; other
-    strategies take the next colours, alphabetically."""
+def strategy_colors(strategies: Sequence[str] = ()) -> dict[str, Colour]:
+    """One fixed colour per strategy: seaborn's colorblind palette indexed by the order of
+    the strategy registry, so grid is the same blue in every figure of every report;
+    strategies not (or no longer) registered take the next colours, alphabetically."""
     palette = sns.color_palette("colorblind", 10)
-    names = list(STRATEGY_ORDER) + [
-        s for s in strategy_order(strategies) if s not in STRATEGY_ORDER
-    ]
+    names = list(STRATEGIES) + [s for s in strategy_order(strategies) if s not in STRATEGIES]
     return {name: tuple(palette[i % len(palette)]) for i, name in enumerate(names)}
 
 

@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from hpo.records import StudyRecord
+from hpo.results import TRIAL_STATUSES
 from hpo.space import optuna_distribution
 from hpo.spec import Param
+from hpo.strategies import STRATEGIES, strategy_order
 
-# The fixed order of the known strategies: tables, legends and colours follow it.
-STRATEGY_ORDER = ("grid", "random", "sha", "asha", "hyperband", "optuna")
 RUN_KEYS = ["strategy", "seed"]
 TRIAL_KEYS = ["strategy", "seed", "trial_id"]
-TRIAL_STATUSES = ("finished", "early_stopped", "diverged", "errored", "running")
-
-
-def strategy_order(names: Iterable[str]) -> list[str]:
-    """Known strategies in their fixed order, then any others alphabetically."""
-    names = set(names)
-    known = [s for s in STRATEGY_ORDER if s in names]
-    return known + sorted(names - set(STRATEGY_ORDER))
+# Strategies the others' speed-ups are measured against (time to target).
+BASELINES: tuple[str, ...] = tuple(name for name, s in STRATEGIES.items() if s.baseline)
 
 
 def _better_is_higher(mode: str) -> bool:
@@ -51,43 +46,37 @@ def test_metric_name(metric: str) -> str:
 
 
 # ------------------------------------------------------------------------- runs
-def runs_frame(meta: Mapping[str, Any]) -> pd.DataFrame:
+def runs_frame(record: StudyRecord) -> pd.DataFrame:
     """One row per strategy × seed of study.json: planned runs that never started
     included (status "not started"), so a partial study shows what is missing."""
-    study = meta.get("study") or {}
-    metric = study.get("metric", {}).get("name", "val_accuracy")
-    recorded = meta.get("runs") or {}
-    tests = [test_metric_name(metric), "test_accuracy"]
-    bests = [r.get("best") or {} for r in recorded.values()]
-    test_key = next((k for k in tests if any(k in b for b in bests)), tests[0])
-    planned = [(s, int(k)) for s in study.get("strategies", []) for k in study.get("seeds", [])]
-    keys = planned + [
-        (r["strategy"], int(r["seed"]))
-        for r in recorded.values()
-        if (r.get("strategy"), int(r.get("seed", -1))) not in planned and "strategy" in r
-    ]
+    study = record.study
+    tests = [test_metric_name(study.metric.name), "test_accuracy"]
+    bests = [r.best for r in record.runs.values() if r.best is not None]
+    test_key = next((k for k in tests if any(k in b.test for b in bests)), tests[0])
+    planned = [(s, k) for s in study.strategies for k in study.seeds]
+    keys = planned + [(r.strategy, r.seed) for r in record.runs.values()]
     rows = []
-    for strategy, seed in keys:
-        run = recorded.get(f"{strategy}/seed-{seed}") or {}
-        best = run.get("best") or {}
-        sizes = run.get("data_sizes") or {}
+    for strategy, seed in dict.fromkeys(keys):
+        run = record.run(strategy, seed)
+        best = run.best if run is not None else None
+        sizes = run.data_sizes if run is not None else {}
         rows.append(
             {
                 "strategy": strategy,
                 "seed": seed,
-                "run_status": run.get("status", "not started"),
-                "run_wall_s": run.get("wall_s"),
-                "run_errors": run.get("errors"),
-                "selected_trial": best.get("trial_id"),
-                "selected_epoch": best.get("epoch"),
-                "checkpoint_epoch": best.get("checkpoint_epoch"),
-                "selected_val": best.get(metric),
-                "test": best.get(test_key),
+                "run_status": run.status if run is not None else "not started",
+                "run_wall_s": run.wall_s if run is not None else None,
+                "run_errors": run.errors if run is not None else None,
+                "selected_trial": best.trial_id if best else None,
+                "selected_epoch": best.epoch if best else None,
+                "checkpoint_epoch": best.checkpoint_epoch if best else None,
+                "selected_val": best.value if best else None,
+                "test": best.test.get(test_key) if best else None,
                 "test_metric": test_key,
                 "train_size": sizes.get("train"),
                 "val_size": sizes.get("val"),
                 "test_size": sizes.get("test"),
-                **{f"config/{k}": v for k, v in (best.get("config") or {}).items()},
+                **{f"config/{k}": v for k, v in (best.config if best else {}).items()},
             }
         )
     frame = pd.DataFrame(rows)
@@ -322,12 +311,12 @@ def time_to_target(curves: pd.DataFrame, targets: pd.DataFrame, mode: str) -> pd
 
 
 def time_to_target_summary(
-    per_run: pd.DataFrame, baselines: Sequence[str] = ("grid", "random")
+    per_run: pd.DataFrame, baselines: Sequence[str] = BASELINES
 ) -> pd.DataFrame:
     """Per strategy and target: median over seeds of epochs and seconds to the target,
     counting a seed that never reached it as infinitely slow (so the median is "not
     reached", NaN here, when half the seeds or more missed it), and the speed-up
-    baseline median / strategy median against grid and random search (inf where the
+    baseline median / strategy median against each baseline strategy (inf where the
     strategy reached a target the baseline never did)."""
     if per_run.empty:
         return pd.DataFrame()

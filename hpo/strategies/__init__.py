@@ -1,146 +1,67 @@
-"""HPO strategies: a dict of factories, each turning (study, seed) into what a Tuner needs.
+"""HPO strategies: the registry below is the only list of them.
 
-Strategies never parse the study's space themselves: `hpo.space` does that, once.
+Each entry names a module that defines `plan(study, seed) -> Plan` (pure: what the run
+will do with its budget, no Ray) and `tuner(study, seed) -> TunerPlan` (Ray Tune's
+searcher and scheduler). Modules are imported when first used, so validating a study
+imports neither Ray nor Optuna. Strategies never parse the study's space themselves:
+`hpo.space` does that, once. A new strategy is one module plus one entry here; the study
+validator, the report's order and colours, and the contract tests all read this dict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from hpo import space as spaces
-from hpo.spec import Study
-from hpo.strategies.successive_halving import (
-    SynchronousSuccessiveHalving,
-    rung_plan,
-    trials_for_budget,
+from hpo.strategies.plan import Plan, TunerPlan
+
+if TYPE_CHECKING:
+    from hpo.spec import Study
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered strategy; `module` holds its `plan` and `tuner` functions."""
+
+    name: str
+    module: str
+    summary: str
+    # The report measures the others' speed-ups against baselines (time to target).
+    baseline: bool = False
+
+    def plan(self, study: Study, seed: int) -> Plan:
+        return self._module().plan(study, seed)
+
+    def tuner(self, study: Study, seed: int) -> TunerPlan:
+        return self._module().tuner(study, seed)
+
+    def _module(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+def _by_name(*strategies: Strategy) -> dict[str, Strategy]:
+    return {strategy.name: strategy for strategy in strategies}
+
+
+# Order matters: tables, legends and colours follow it (new entries go last, so that
+# every existing strategy keeps its colour).
+STRATEGIES: dict[str, Strategy] = _by_name(
+    Strategy("grid", "hpo.strategies.grid", "grid search fitted to the budget", baseline=True),
+    Strategy("random", "hpo.strategies.random_search", "random search", baseline=True),
+    Strategy("sha", "hpo.strategies.sha", "synchronous successive halving, one bracket"),
+    Strategy("asha", "hpo.strategies.asha", "Ray Tune's ASHA over random search"),
+    Strategy("hyperband", "hpo.strategies.hyperband", "Ray Tune's synchronous Hyperband"),
+    Strategy("optuna", "hpo.strategies.tpe", "Optuna's TPE sampler through OptunaSearch"),
 )
 
 
-@dataclass
-class TunerPlan:
-    """The pieces of `tune.Tuner` that differ between strategies."""
-
-    strategy: str
-    param_space: dict[str, Any]
-    num_samples: int
-    search_alg: Any = None
-    scheduler: Any = None
-    # Tune's own cap (a ConcurrencyLimiter): only for searchers; the variant generator and
-    # the pausing schedulers take the study's cap themselves.
-    max_concurrent_trials: int | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
+def strategy_order(names: Iterable[str]) -> list[str]:
+    """Registered strategies in registry order, then any others alphabetically."""
+    names = set(names)
+    return [s for s in STRATEGIES if s in names] + sorted(names - set(STRATEGIES))
 
 
-def full_trials(study: Study) -> int:
-    """How many full-fidelity (R-epoch) trials the per-run budget pays for."""
-    return max(1, study.budget.total_epochs // study.budget.max_epochs)
-
-
-def _seeded_sampler(seed: int, max_concurrent: int | None = None):
-    """Tune's random/grid variant generator; `max_concurrent` only for strategies that
-    never pause trials (a paused trial still counts against the generator's limit)."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
-
-
-def grid(study: Study, seed: int) -> TunerPlan:
-    values = spaces.grid_values(study.space, full_trials(study))
-    return TunerPlan(
-        "grid",
-        spaces.grid_space(values, study.fixed),
-        num_samples=1,  # each grid point once
-        search_alg=_seeded_sampler(seed, study.max_concurrent_trials),
-        notes={"grid": values, "grid_points": spaces.grid_size(values)},
-    )
-
-
-def random(study: Study, seed: int) -> TunerPlan:
-    return TunerPlan(
-        "random",
-        spaces.tune_space(study.space, study.fixed),
-        num_samples=full_trials(study),
-        search_alg=_seeded_sampler(seed, study.max_concurrent_trials),
-    )
-
-
-def sha(study: Study, seed: int) -> TunerPlan:
-    b = study.budget
-    n = trials_for_budget(b.total_epochs, b.min_epochs, b.max_epochs, b.reduction_factor)
-    scheduler = SynchronousSuccessiveHalving(
-        n, b.min_epochs, b.max_epochs, b.reduction_factor, max_running=study.max_concurrent_trials
-    )
-    return TunerPlan(
-        "sha",
-        spaces.tune_space(study.space, study.fixed),
-        num_samples=n,
-        search_alg=_seeded_sampler(seed),
-        scheduler=scheduler,
-        notes={"rungs": rung_plan(n, b.min_epochs, b.max_epochs, b.reduction_factor)},
-    )
-
-
-def asha(study: Study, seed: int) -> TunerPlan:
-    from ray.tune.schedulers import ASHAScheduler
-
-    b = study.budget
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=b.max_epochs,
-        grace_period=b.min_epochs,
-        reduction_factor=b.reduction_factor,
-    )
-    return TunerPlan(
-        "asha",
-        spaces.tune_space(study.space, study.fixed),
-        # Upper bound: the budget stopper ends the run once its epochs are spent.
-        num_samples=b.total_epochs // b.min_epochs,
-        search_alg=_seeded_sampler(seed, study.max_concurrent_trials),
-        scheduler=scheduler,
-    )
-
-
-def hyperband(study: Study, seed: int) -> TunerPlan:
-    from hpo.strategies.capped_hyperband import CappedHyperBand
-
-    b = study.budget
-    scheduler = CappedHyperBand(
-        max_running=study.max_concurrent_trials,
-        time_attr="training_iteration",
-        max_t=b.max_epochs,
-        reduction_factor=b.reduction_factor,
-    )
-    return TunerPlan(
-        "hyperband",
-        spaces.tune_space(study.space, study.fixed),
-        num_samples=b.total_epochs,  # upper bound; the budget stopper ends the run
-        search_alg=_seeded_sampler(seed),
-        scheduler=scheduler,
-    )
-
-
-def optuna(study: Study, seed: int) -> TunerPlan:
-    from optuna.samplers import TPESampler
-    from ray.tune.search.optuna import OptunaSearch
-
-    return TunerPlan(
-        "optuna",
-        spaces.tune_space(study.space, study.fixed),
-        num_samples=full_trials(study),
-        search_alg=OptunaSearch(sampler=TPESampler(seed=seed)),
-        max_concurrent_trials=study.max_concurrent_trials,
-    )
-
-
-STRATEGIES: dict[str, Callable[[Study, int], TunerPlan]] = {
-    "grid": grid,
-    "random": random,
-    "sha": sha,
-    "asha": asha,
-    "hyperband": hyperband,
-    "optuna": optuna,
-}
-
-__all__ = ["STRATEGIES", "SynchronousSuccessiveHalving", "TunerPlan"]
+__all__ = ["STRATEGIES", "Plan", "Strategy", "TunerPlan", "strategy_order"]

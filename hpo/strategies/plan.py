@@ -1,0 +1,56 @@
+"""What a strategy plans for one run (pure data, no Ray) and what it hands to Tune."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpo.spec import Study
+
+
+# A plan's note saying that it needs more than the run's budget, and what happens then.
+OVER_BUDGET = "over_budget"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A strategy's plan for one strategy × seed run, computed without Ray (`hpo validate`,
+    `hpo status`, the contract suite)."""
+
+    num_samples: int  # Tune's num_samples: trials it may create (grid: repeats of the grid)
+    planned_trials: int  # trials the strategy means to start (an upper bound if open-ended)
+    # Epochs the plan spends if it runs to its end; None when it is open-ended and the
+    # run's epoch budget (hpo.strategies.budget.EpochBudget) is what ends it.
+    planned_epochs: int | None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as `hpo validate` prints it."""
+        return {"num_samples": self.num_samples, **self.notes}
+
+
+@dataclass
+class TunerPlan:
+    """The pieces of `tune.Tuner` that differ between strategies (Ray Tune's objects)."""
+
+    plan: Plan
+    param_space: dict[str, Any]
+    search_alg: Any = None
+    scheduler: Any = None
+    # Tune's own cap (a ConcurrencyLimiter): only for searchers; the variant generator and
+    # the pausing schedulers take the study's cap themselves.
+    max_concurrent_trials: int | None = None
+
+
+def full_trials(study: Study) -> int:
+    """How many full-fidelity (R-epoch) trials the per-run budget pays for."""
+    return max(1, study.budget.total_epochs // study.budget.max_epochs)
+
+
+def seeded_sampler(seed: int, max_concurrent: int | None = None):
+    """Tune's random/grid variant generator; `max_concurrent` only for strategies that
+    never pause trials (a paused trial still counts against the generator's limit)."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
