@@ -3,100 +3,24 @@ written small into tmp folders and read back through load_dataset and torchvisio
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
-import pickle
 import re
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hpo.cli import main
 from hpo.spec import StudyError, parse_study
+from tests.dataset_files import (
+    CIFAR_BATCHES,
+    CIFAR_NAMES,
+    MNIST_FILES,
+    accept_test_checksums,
+    write_cifar,
+    write_mnist,
+)
 from trainables import DatasetError
 from trainables.data import load_dataset, options_from
-
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer"]
-CIFAR_NAMES += ["dog", "frog", "horse", "ship", "truck"]
-
-
-def _digits(count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` distinct scikit-learn digits upscaled to size×size uint8 (0..255)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    _, first = np.unique(digits.images.reshape(len(digits.images), -1), axis=0, return_index=True)
-    chosen = np.sort(first)[:count]
-    factor = size // 8
-    margin = (size - 8 * factor) // 2
-    big = np.kron(digits.images[chosen], np.ones((factor, factor)))
-    big = np.pad(big, ((0, 0), (margin, margin), (margin, margin)))
-    return np.round(big * 255 / 16).astype(np.uint8), digits.target[chosen].astype(np.uint8)
-
-
-def _write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
-    """IDX: big-endian magic (0x0000 08=uint8, number of dims), then each dim as uint32."""
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if gz:
-        path.with_name(path.name + ".gz").write_bytes(gzip.compress(payload))
-    else:
-        path.write_bytes(payload)
-
-
-def _write_mnist(root: Path, folder: str, gz: bool, count: int = 250, train: int = 200):
-    images, labels = _digits(count, 28)
-    raw = root / folder / "raw"
-    parts = {"train": slice(0, train), "t10k": slice(train, count)}
-    for prefix, part in parts.items():
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images[part], gz)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[part], gz)
-    return images, labels
-
-
-def _cifar_rows(count: int) -> tuple[np.ndarray, np.ndarray]:
-    """N×3072 rows as in the real batches: the red, green, then blue 32×32 planes."""
-    grey, labels = _digits(count, 32)
-    planes = np.stack([grey, grey.transpose(0, 2, 1), 255 - grey], axis=1)  # distinct channels
-    return planes.reshape(count, 3072), labels
-
-
-def _write_cifar(root: Path, per_batch: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    rows, labels = _cifar_rows(per_batch * len(CIFAR_BATCHES))
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for i, name in enumerate(CIFAR_BATCHES):
-        part = slice(i * per_batch, (i + 1) * per_batch)
-        # The real batches were pickled by Python 2 with str keys (b"data" when read with
-        # encoding="bytes", "data" with torchvision's encoding="latin1").
-        batch = {"batch_label": name, "data": rows[part], "labels": labels[part].tolist()}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {"label_names": CIFAR_NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    return rows, labels
-
-
-def _accept_test_checksums(monkeypatch, folder: Path) -> None:
-    """torchvision verifies CIFAR-10's published md5s; tell it those of these small files."""
-    from torchvision.datasets import CIFAR10
-
-    def md5(name: str) -> str:
-        return hashlib.md5((folder / name).read_bytes()).hexdigest()
-
-    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(n)] for n in CIFAR_BATCHES[:5]])
-    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5("batches.meta")})
 
 
 def _all(bundle) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +44,8 @@ def _label_of(written: np.ndarray, labels: np.ndarray) -> dict[bytes, int]:
 @pytest.fixture(scope="module")
 def grey_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    mnist = _write_mnist(root, "MNIST", gz=False)
-    fashion = _write_mnist(root, "FashionMNIST", gz=True)
+    mnist = write_mnist(root, "MNIST", gz=False)
+    fashion = write_mnist(root, "FashionMNIST", gz=True)
     return root, {"mnist": mnist, "fashion_mnist": fashion}
 
 
@@ -168,8 +92,8 @@ def test_classes_are_kept_and_relabelled_in_the_listed_order(grey_root):
 
 
 def test_cifar10_batches_read_back_pixel_for_pixel(tmp_path, monkeypatch):
-    rows, labels = _write_cifar(tmp_path)
-    _accept_test_checksums(monkeypatch, tmp_path / "cifar-10-batches-py")
+    rows, labels = write_cifar(tmp_path)
+    accept_test_checksums(monkeypatch, tmp_path / "cifar-10-batches-py")
     data = load_dataset("cifar10", 0.2, 0.2, 1, scale="unit", data_dir=tmp_path)
     assert data.input_shape == (3, 32, 32) and data.num_classes == 10
     assert sum(data.sizes().values()) == 180 and data.class_names == tuple(CIFAR_NAMES)
@@ -184,15 +108,15 @@ def test_cifar10_batches_read_back_pixel_for_pixel(tmp_path, monkeypatch):
 def test_cifar10_tarball_is_extracted(tmp_path, monkeypatch):
     import shutil
 
-    _write_cifar(tmp_path / "staging")
-    _accept_test_checksums(monkeypatch, tmp_path / "staging" / "cifar-10-batches-py")
+    write_cifar(tmp_path / "staging")
+    accept_test_checksums(monkeypatch, tmp_path / "staging" / "cifar-10-batches-py")
     shutil.make_archive(str(tmp_path / "data" / "cifar-10-python"), "gztar", tmp_path / "staging")
     data = load_dataset("cifar10", 0.2, 0.2, 0, data_dir=tmp_path / "data")
     assert sum(data.sizes().values()) == 180
 
 
 def test_cifar10_files_that_fail_torchvisions_checksums(tmp_path):
-    _write_cifar(tmp_path)
+    write_cifar(tmp_path)
     with pytest.raises(DatasetError, match="do not match torchvision's checksums"):
         load_dataset("cifar10", 0.2, 0.2, 0, data_dir=tmp_path)
 
@@ -227,7 +151,7 @@ def test_missing_idx_files_say_which_files_go_where(tmp_path):
 
 
 def test_partly_missing_idx_files_are_named(tmp_path):
-    _write_mnist(tmp_path, "FashionMNIST", gz=False)
+    write_mnist(tmp_path, "FashionMNIST", gz=False)
     (tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DatasetError, match="missing in .*FashionMNIST/raw: t10k-labels-idx1-ubyte"):
         load_dataset("fashion_mnist", 0.2, 0.2, 0, data_dir=tmp_path)

@@ -1,0 +1,306 @@
+"""The contracts every registered component keeps, as checks in the spirit of
+scikit-learn's `check_estimator`: tests/test_contracts.py runs them over every entry of the
+trainable, dataset and strategy registries, so a newcomer that breaks one fails there with
+its name in the test id and in the message.
+
+Each check raises ContractError ("<component>: what is wrong") and returns nothing useful.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpo.spec import Study
+from hpo.strategies import STRATEGIES
+from hpo.strategies.plan import OVER_BUDGET
+from trainables import DATASETS, trainable_info
+from trainables.data import DataBundle, Split, load_dataset
+
+
+class ContractError(AssertionError):
+    """A registered component breaks a contract; the message starts with its name."""
+
+
+def require(condition: bool, component: str, message: str) -> None:
+    if not condition:
+        raise ContractError(f"{component}: {message}")
+
+
+# ------------------------------------------------------------------- datasets
+def check_dataset(name: str, options: Mapping[str, Any]) -> DataBundle:
+    """Loads with the study's options into finite float32 inputs of the declared rank
+    (images in [0, 1]), labels 0..k-1 in every split, the same split for the same seed,
+    and `classes` works."""
+    info = DATASETS[name]
+    data = load_dataset(name, 0.2, 0.2, 0, scale="unit", **options)
+    require(
+        len(data.input_shape) == info.input_rank,
+        name,
+        f"samples of shape {data.input_shape}, but the registry declares rank {info.input_rank}",
+    )
+    k = data.num_classes
+    require(k >= 2, name, f"{k} classes: a classifier needs at least 2")
+    require(
+        not data.class_names or len(data.class_names) == k,
+        name,
+        f"{len(data.class_names)} class names for {k} classes",
+    )
+    for part, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        x, y = split.x, split.y
+        require(x.dtype == torch.float32, name, f"{part} inputs are {x.dtype}, not float32")
+        require(bool(torch.isfinite(x).all()), name, f"{part} inputs are not all finite")
+        require(
+            info.input_rank != 3 or (float(x.min()) >= 0.0 and float(x.max()) <= 1.0),
+            name,
+            f"{part} inputs span [{float(x.min()):g}, {float(x.max()):g}], images take [0, 1]",
+        )
+        require(y.dtype == torch.long, name, f"{part} labels are {y.dtype}, not int64")
+        require(
+            set(y.unique().tolist()) == set(range(k)),
+            name,
+            f"{part} split has labels {sorted(set(y.unique().tolist()))}, not all of 0..{k - 1}",
+        )
+    again = load_dataset(name, 0.2, 0.2, 0, scale="unit", **options)
+    require(_same(data, again), name, "two loads with the same seed differ")
+    other = load_dataset(name, 0.2, 0.2, 1, scale="unit", **options)
+    require(not _same(data, other), name, "seeds 0 and 1 give the same split")
+    kept = load_dataset(name, 0.2, 0.2, 0, scale="unit", classes=[1, 0], **options)
+    total = sum(int((part.y <= 1).sum()) for part in (data.train, data.val, data.test))
+    require(
+        kept.num_classes == 2 and sum(kept.sizes().values()) == total,
+        name,
+        f"classes=[1, 0] kept {sum(kept.sizes().values())} samples of "
+        f"{kept.num_classes} classes, expected {total} of 2",
+    )
+    return data
+
+
+def _same(a: DataBundle, b: DataBundle) -> bool:
+    parts = ("train", "val", "test")
+    return all(
+        torch.equal(getattr(a, p).x, getattr(b, p).x)
+        and torch.equal(getattr(a, p).y, getattr(b, p).y)
+        for p in parts
+    )
+
+
+def small(data: DataBundle, samples: int = 64) -> DataBundle:
+    """The first `samples` of every split: enough to train an epoch in a fraction of a second."""
+    from dataclasses import replace
+
+    def head(split: Split) -> Split:
+        return Split(split.x[:samples], split.y[:samples])
+
+    return replace(data, train=head(data.train), val=head(data.val), test=head(data.test))
+
+
+# ----------------------------------------------------------------- trainables
+def check_trainable_registration(name: str) -> None:
+    """Every categorical hyperparameter has a default among its allowed values; the
+    declared metrics include the loop's validation metrics."""
+    info = trainable_info(name)
+    for param, allowed in info.choices.items():
+        require(param in info.defaults, name, f"choices name {param!r}, which has no default")
+        require(
+            info.defaults[param] in allowed,
+            name,
+            f"default {param}={info.defaults[param]!r} is not one of {list(allowed)}",
+        )
+    require(info.input_ranks, name, "declares no input_ranks (the data shapes it takes)")
+
+
+def check_trainable_builds(name: str, data: DataBundle, config: Mapping[str, Any] = ()) -> None:
+    """The model builds for the dataset's shapes and maps a batch to one finite logit per
+    class."""
+    from trainables.loop import build_model
+
+    config = dict(config)
+    model = build_model(name, config, data).eval()
+    with torch.no_grad():
+        logits = model(data.train.x[:4])
+    expected = (min(4, len(data.train)), data.num_classes)
+    require(
+        tuple(logits.shape) == expected,
+        name,
+        f"{config or 'defaults'} on {data.name} {data.input_shape}: logits of shape "
+        f"{tuple(logits.shape)}, expected {expected}",
+    )
+    require(bool(torch.isfinite(logits).all()), name, f"{config} gives non-finite logits")
+
+
+def check_trainable_choices(name: str, data: DataBundle) -> None:
+    """Every allowed value of every categorical hyperparameter builds and takes an
+    optimizer step (what a study may search, the code must run)."""
+    from trainables.loop import build_model, full_config, make_optimizer, train_epoch
+
+    for param, allowed in trainable_info(name).choices.items():
+        for value in allowed:
+            config = full_config(name, {param: value, "batch_size": 8})
+            check_trainable_builds(name, data, config)
+            model = build_model(name, config, data)
+            prepare = getattr(model, "prepare_data", None)
+            tiny = small(prepare(data) if prepare else data, 8)
+            loss, _ = train_epoch(model, make_optimizer(model, config), tiny.train, config)
+            require(math.isfinite(loss), name, f"{param}={value!r}: loss {loss} after one step")
+
+
+class ListReporter:
+    """The loop's Reporter, keeping every report in memory."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[dict[str, Any], dict | None]] = []
+
+    def restore(self) -> None:
+        return None
+
+    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
+        self.reports.append((metrics, state))
+
+
+def check_trainable_epoch(name: str, data: DataBundle) -> dict[str, Any]:
+    """One epoch trains through the one loop and reports every declared metric (finite),
+    with a checkpoint of that epoch; returns the checkpoint state."""
+    from trainables.loop import train
+
+    reporter = ListReporter()
+    train(name, {"seed": 0}, data, reporter, max_epochs=1, threads=1)
+    require(len(reporter.reports) == 1, name, f"{len(reporter.reports)} reports for one epoch")
+    metrics, state = reporter.reports[0]
+    missing = [m for m in trainable_info(name).metrics if m not in metrics]
+    require(not missing, name, f"never reported the declared metrics {missing}")
+    numbers = {m: metrics[m] for m in trainable_info(name).metrics}
+    require(
+        all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers.values()),
+        name,
+        f"non-finite metrics after one epoch: {numbers}",
+    )
+    require(state is not None and state.get("epoch") == 1, name, "no checkpoint of epoch 1")
+    return state
+
+
+def check_trainable_round_trip(name: str, data: DataBundle, state: Mapping[str, Any]) -> None:
+    """A trained model saved with trainables.saved loads back bit for bit: the same
+    tensors and the same outputs."""
+    from trainables.loop import build_model
+    from trainables.saved import load_model, save_model
+
+    model = build_model(name, {"seed": 0}, data)
+    model.load_state_dict(state["model"])
+    model.eval()
+    with tempfile.TemporaryDirectory() as folder:
+        save_model(
+            Path(folder),
+            model,
+            trainable=name,
+            config={"seed": 0},
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            dataset={"name": data.name},
+        )
+        loaded = load_model(folder)
+    saved, back = model.state_dict(), loaded.state_dict()
+    require(saved.keys() == back.keys(), name, "loaded model has other parameters")
+    differ = [k for k in saved if not torch.equal(saved[k], back[k])]
+    require(not differ, name, f"tensors changed by save/load: {differ[:3]}")
+    batch = data.test.x[:8]
+    with torch.no_grad():
+        same = torch.equal(model(batch), loaded(batch))
+    require(same, name, "the loaded model's outputs differ from the saved model's")
+
+
+# ----------------------------------------------------------------- strategies
+def check_strategy_plan(name: str, study: Study, seed: int = 0) -> None:
+    """The plan is pure and reproducible, fits the run's epoch budget (or says in its
+    notes that it does not), and is what the strategy hands to Ray Tune (with every
+    searched and fixed hyperparameter)."""
+    strategy = STRATEGIES[name]
+    plan = strategy.plan(study, seed)
+    require(plan == strategy.plan(study, seed), name, "two plans for the same seed differ")
+    require(plan.num_samples >= 1 and plan.planned_trials >= 1, name, f"empty plan {plan}")
+    if plan.planned_epochs is not None and OVER_BUDGET not in plan.notes:
+        require(
+            plan.planned_epochs <= study.budget.total_epochs,
+            name,
+            f"plans {plan.planned_epochs} epochs, the budget is {study.budget.total_epochs}",
+        )
+    tuner = strategy.tuner(study, seed)
+    require(tuner.plan == plan, name, "Ray Tune is given another plan than hpo validate shows")
+    missing = [p for p in (*study.space, *study.fixed) if p not in tuner.param_space]
+    require(not missing, name, f"param_space lacks {missing}")
+    changed = [k for k, v in study.fixed.items() if tuner.param_space[k] != v]
+    require(not changed, name, f"fixed values changed in param_space: {changed}")
+
+
+def curve_trainable(config: dict[str, Any], max_epochs: int) -> None:
+    """A Ray Tune function trainable with no training: a deterministic learning curve of
+    its config, checkpointed every epoch (so pausing schedulers can resume it)."""
+    from ray import tune
+
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            start = json.loads((Path(folder) / "epoch.json").read_text())["epoch"]
+    quality = 0.9 - 0.1 * abs(math.log10(config["lr"]) + 2.0)
+    quality += 0.05 if config["optimizer"] == "adam" else 0.0
+    for epoch in range(start + 1, max_epochs + 1):
+        value = quality * (1.0 - math.exp(-epoch / 2.0))
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+            tune.report(
+                {"epoch": epoch, "val_accuracy": value, "report_time": time.time()},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
+
+
+def run_strategy(name: str, study: Study, seed: int, path: Path) -> list[tuple]:
+    """Run the strategy for real (Ray Tune, the runner's Tuner) on `curve_trainable`;
+    returns what happened, in order: (config, epoch, value) per report."""
+    from ray import tune
+
+    from hpo.experiment import build_tuner, drop_never_started
+    from hpo.results import load_analysis, reported_rows
+
+    trainable = tune.with_parameters(curve_trainable, max_epochs=study.budget.max_epochs)
+    build_tuner(study, name, seed, path, trainable).fit()
+    drop_never_started(path)
+    analysis = load_analysis(path)
+    happened = []
+    for trial in analysis.trials:
+        rows = reported_rows(trial, analysis)
+        require(rows is not None and not rows.empty, name, f"trial {trial} never reported")
+        config = tuple(sorted((k, trial.config[k]) for k in study.space))
+        for row in rows.itertuples():
+            happened.append((row.report_time, config, row.epoch, row.val_accuracy))
+    return [h[1:] for h in sorted(happened)]
+
+
+def check_strategy_run(name: str, study: Study, folder: Path, seed: int = 0) -> None:
+    """Run for real twice with one trial at a time: the same seed tries the same configs
+    for the same epochs with the same results (the order may differ: Ray's HyperBand picks
+    among the trials Tune has created so far, which depends on timing); the run spends at
+    most its epoch budget, no trial more than R epochs; the saved Tune state lists only
+    trials that ran."""
+    require(study.max_concurrent_trials == 1, name, "needs a study running one trial at a time")
+    first = sorted(run_strategy(name, study, seed, folder / "first"))
+    second = sorted(run_strategy(name, study, seed, folder / "second"))
+    require(first == second, name, f"seed {seed} gave two histories:\n{first}\n{second}")
+    epochs: dict[tuple, int] = {}
+    for config, epoch, _ in first:
+        epochs[config] = max(epochs.get(config, 0), epoch)
+    spent, budget = sum(epochs.values()), study.budget
+    require(spent <= budget.total_epochs, name, f"spent {spent} of {budget.total_epochs} epochs")
+    plan = STRATEGIES[name].plan(study, seed)
+    if plan.planned_epochs is not None:
+        require(
+            spent <= plan.planned_epochs, name, f"spent {spent} > planned {plan.planned_epochs}"
+        )
+    require(max(epochs.values()) <= budget.max_epochs, name, "a trial ran past max_epochs")

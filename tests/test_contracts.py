@@ -1,0 +1,222 @@
+"""Every registered trainable, dataset and strategy keeps the contracts of tests/contracts.py;
+every study file in studies/ validates and its strategies' plans fit its budget. A new
+component is picked up from its registry: if it breaks a contract, its name is in the id."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hpo.spec import load_study, parse_study
+from hpo.strategies import STRATEGIES, Strategy
+from hpo.strategies.plan import Plan, TunerPlan
+from tests import contracts
+from tests.conftest import REPO, TINY_STUDY
+from tests.dataset_files import DATASET_FILES
+from trainables import (
+    DATASETS,
+    EPOCH_METRICS,
+    LOOP_DEFAULTS,
+    TRAINABLES,
+    DatasetInfo,
+    TrainableInfo,
+)
+from trainables.data import DataBundle, RawData, load_dataset
+
+PAIRS = [
+    (trainable, dataset)
+    for trainable, info in TRAINABLES.items()
+    for dataset, data in DATASETS.items()
+    if info.input_ranks and data.input_rank in info.input_ranks
+]
+STUDY_FILES = sorted((REPO / "studies").glob("*.yaml"))
+BUDGETS = {
+    "R4-eta2": {"max_epochs": 4, "min_epochs": 1, "reduction_factor": 2, "total_epochs": 16},
+    "R9-eta3": {"max_epochs": 9, "min_epochs": 1, "reduction_factor": 3, "total_epochs": 90},
+    "R27-r3": {"max_epochs": 27, "min_epochs": 3, "reduction_factor": 3, "total_epochs": 300},
+    "one-trial": {"max_epochs": 5, "min_epochs": 5, "reduction_factor": 2, "total_epochs": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def load(tmp_path_factory):
+    """`load(name)`: the loader options that read the dataset's example files (written
+    once per module; CIFAR-10's checksum patch stays on while the module runs)."""
+    options: dict[str, dict] = {}
+    with pytest.MonkeyPatch.context() as patch:
+
+        def get(name: str) -> dict:
+            if name not in DATASET_FILES:
+                pytest.fail(f"{name}: no example files (add a writer to tests/dataset_files.py)")
+            if name not in options:
+                options[name] = DATASET_FILES[name](tmp_path_factory.mktemp(name), patch)
+            return options[name]
+
+        yield get
+
+
+@pytest.fixture(scope="module")
+def bundle(load):
+    """`bundle(trainable, dataset)`: the dataset as that trainable's trials see it."""
+    cache: dict[tuple, DataBundle] = {}
+
+    def get(trainable: str, dataset: str) -> DataBundle:
+        if (trainable, dataset) not in cache:
+            scale = TRAINABLES[trainable].input_scale
+            cache[trainable, dataset] = load_dataset(
+                dataset, 0.2, 0.2, 0, scale=scale, **load(dataset)
+            )
+        return cache[trainable, dataset]
+
+    return get
+
+
+# ------------------------------------------------------------------- datasets
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_dataset(load, name):
+    contracts.check_dataset(name, load(name))
+
+
+# ----------------------------------------------------------------- trainables
+@pytest.mark.parametrize("name", list(TRAINABLES))
+def test_trainable_registration(name):
+    contracts.check_trainable_registration(name)
+
+
+@pytest.mark.parametrize(("trainable", "dataset"), PAIRS, ids=[f"{t}-{d}" for t, d in PAIRS])
+def test_trainable_trains_on_every_dataset_it_takes(bundle, trainable, dataset):
+    data = bundle(trainable, dataset)
+    contracts.check_trainable_builds(trainable, data)
+    state = contracts.check_trainable_epoch(trainable, contracts.small(data))
+    contracts.check_trainable_round_trip(trainable, data, state)
+
+
+@pytest.mark.parametrize("name", list(TRAINABLES))
+def test_every_allowed_value_runs(bundle, name):
+    dataset = next(d for t, d in PAIRS if t == name)
+    contracts.check_trainable_choices(name, bundle(name, dataset))
+
+
+def test_every_trainable_takes_some_dataset():
+    assert {t for t, _ in PAIRS} == set(TRAINABLES)
+
+
+# ----------------------------------------------------------------- strategies
+@pytest.mark.parametrize("budget", list(BUDGETS))
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_plan(name, budget):
+    study = parse_study({**TINY_STUDY, "budget": BUDGETS[budget]})
+    for seed in (0, 7):
+        contracts.check_strategy_plan(name, study, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_runs_reproducibly_within_its_budget(ray_session, tmp_path, name):
+    study = parse_study({**TINY_STUDY, "max_concurrent_trials": 1})
+    contracts.check_strategy_run(name, study, tmp_path)
+
+
+# ------------------------------------------------------------------ studies
+@pytest.mark.parametrize("path", STUDY_FILES, ids=[p.stem for p in STUDY_FILES])
+def test_study_file_validates_and_its_plans_fit(path):
+    study = load_study(path)
+    for name in study.strategies:
+        contracts.check_strategy_plan(name, study, study.seeds[0])
+
+
+# ------------------------------------- the contracts catch a broken newcomer
+def build_three_outputs(config, input_shape, num_classes) -> nn.Module:
+    """Broken: ignores num_classes."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 3))
+
+
+class _Jittered(nn.Module):
+    """Broken: an unsaved random buffer changes its outputs, so a saved model does not
+    load back as it was."""
+
+    def __init__(self, inputs: int, classes: int):
+        super().__init__()
+        self.linear = nn.Linear(inputs, classes)
+        self.register_buffer("noise", torch.randn(classes), persistent=False)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) + self.noise
+
+
+def build_jittered(config, input_shape, num_classes) -> nn.Module:
+    return _Jittered(math.prod(input_shape), num_classes)
+
+
+BROKEN_TRAINABLES = {
+    "wrong_head": (
+        TrainableInfo(
+            "toy", "tests.test_contracts:build_three_outputs", LOOP_DEFAULTS, input_ranks=(2, 3)
+        ),
+        "logits of shape (4, 3), expected (4, 10)",
+    ),
+    "unreported_metric": (
+        TrainableInfo(
+            "toy",
+            "trainables.models:build_cnn",
+            TRAINABLES["cnn"].defaults,
+            metrics=(*EPOCH_METRICS, "val_f1"),
+            input_ranks=(2, 3),
+        ),
+        "never reported the declared metrics ['val_f1']",
+    ),
+    "unsaved_state": (
+        TrainableInfo(
+            "toy", "tests.test_contracts:build_jittered", LOOP_DEFAULTS, input_ranks=(2, 3)
+        ),
+        "the loaded model's outputs differ",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BROKEN_TRAINABLES))
+def test_a_broken_trainable_fails_its_contract_by_name(monkeypatch, bundle, breakage):
+    info, message = BROKEN_TRAINABLES[breakage]
+    monkeypatch.setitem(TRAINABLES, "toy", info)
+    data = contracts.small(bundle("cnn", "digits"))
+    with pytest.raises(contracts.ContractError, match=r"^toy: .*" + re.escape(message)):
+        contracts.check_trainable_builds("toy", data)
+        state = contracts.check_trainable_epoch("toy", data)
+        contracts.check_trainable_round_trip("toy", data, state)
+
+
+def pixels_0_to_255() -> RawData:
+    """Broken: pixels not scaled to [0, 1]."""
+    rng = np.random.default_rng(0)
+    return RawData(rng.integers(0, 256, (60, 1, 4, 4)).astype(np.float32), np.arange(60) % 3)
+
+
+def test_a_broken_dataset_fails_its_contract_by_name(monkeypatch):
+    monkeypatch.setitem(DATASETS, "toy", DatasetInfo("tests.test_contracts:pixels_0_to_255", 3))
+    with pytest.raises(
+        contracts.ContractError, match=r"^toy: train inputs span \[0, 255\], images"
+    ):
+        contracts.check_dataset("toy", {})
+
+
+def plan(study, seed) -> Plan:
+    """Broken strategy: plans twice its budget."""
+    trials = 2 * study.budget.total_epochs // study.budget.max_epochs
+    return Plan(trials, trials, trials * study.budget.max_epochs)
+
+
+def tuner(study, seed) -> TunerPlan:
+    return TunerPlan(plan(study, seed), {})
+
+
+def test_a_broken_strategy_fails_its_contract_by_name(monkeypatch):
+    monkeypatch.setitem(STRATEGIES, "toy", Strategy("toy", "tests.test_contracts", "broken"))
+    study = parse_study(TINY_STUDY)
+    with pytest.raises(contracts.ContractError, match=r"^toy: plans 32 epochs, the budget is 16"):
+        contracts.check_strategy_plan("toy", study)
