@@ -119,8 +119,19 @@ def test_strategy_plan(name, budget):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_strategy_runs_reproducibly_within_its_budget(ray_session, tmp_path, name):
-    study = parse_study({**TINY_STUDY, "max_concurrent_trials": 1})
-    contracts.check_strategy_run(name, study, tmp_path)
+    # One trial at a time because each takes both CPUs of the test session's Ray.
+    study = {**TINY_STUDY, "max_concurrent_trials": 1, "resources": {"cpu": 2}}
+    contracts.check_strategy_run(name, parse_study(study), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_strategy_keeps_the_concurrency_cap_where_it_binds(ray_session, tmp_path, name):
+    # Two CPUs, one per trial, at most one at a time: the cap, not the cluster, binds.
+    study = {**TINY_STUDY, "max_concurrent_trials": 1, "budget": {**TINY_STUDY["budget"]}}
+    study["budget"]["total_epochs"] = 8
+    contracts.check_strategy_cap(name, parse_study(study), tmp_path)
 
 
 # ------------------------------------------------------------------ studies

@@ -60,7 +60,7 @@ def test_sha_bracket_fits_the_budget(study):
     assert [epochs for _, epochs in rungs] == [1, 3, 9]
     assert tuner.plan.planned_epochs == bracket_cost(rungs)
     assert bracket_cost(rungs) <= 90 < bracket_cost(rung_plan(n + 1, 1, 9, 3))
-    assert tuner.scheduler.max_running == 2
+    assert tuner.scheduler.cap.max_running == 2
 
 
 def test_asha_and_hyperband_use_rays_schedulers(study):
@@ -73,7 +73,7 @@ def test_asha_and_hyperband_use_rays_schedulers(study):
     hyperband = STRATEGIES["hyperband"].tuner(study, seed=0)
     assert isinstance(hyperband.scheduler, HyperBandScheduler)
     assert hyperband.scheduler._max_t_attr == 9 and hyperband.scheduler._eta == 3
-    assert hyperband.scheduler.max_running == 2
+    assert hyperband.scheduler.cap.max_running == 2
     # open-ended: the run's epoch budget is what ends them
     assert asha.plan.planned_epochs is None and hyperband.plan.planned_epochs is None
 

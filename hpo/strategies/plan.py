@@ -48,6 +48,12 @@ def full_trials(study: Study) -> int:
     return max(1, study.budget.total_epochs // study.budget.max_epochs)
 
 
+def full_fidelity_plan(study: Study) -> Plan:
+    """As many R-epoch trials as the budget pays for (random search, Bayesian optimization)."""
+    trials = full_trials(study)
+    return Plan(trials, trials, trials * study.budget.max_epochs)
+
+
 def seeded_sampler(seed: int, max_concurrent: int | None = None):
     """Tune's random/grid variant generator; `max_concurrent` only for strategies that
     never pause trials (a paused trial still counts against the generator's limit)."""

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hpo import space as spaces
-from hpo.strategies.plan import Plan, TunerPlan, full_trials
+from hpo.strategies.plan import Plan, TunerPlan, full_fidelity_plan
 
 if TYPE_CHECKING:
     from hpo.spec import Study
 
 
 def plan(study: Study, seed: int) -> Plan:
-    trials = full_trials(study)
-    return Plan(trials, trials, trials * study.budget.max_epochs)
+    return full_fidelity_plan(study)
 
 
 def tuner(study: Study, seed: int) -> TunerPlan:
