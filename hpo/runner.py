@@ -30,6 +30,7 @@ from hpo.records import (
     read_run_record,
     read_study_record,
     run_dir,
+    run_key,
     write_run_record,
     write_study_record,
 )
@@ -88,7 +89,7 @@ class StudyRunner:
         record.machine = machine_info()
         write_study_record(self.directory, record)
         for strategy, seed in pending:
-            key = f"{strategy}/seed-{seed}"
+            key = run_key(strategy, seed)
             try:
                 record.runs[key] = self._run_one(strategy, seed)
             except (RunInterrupted, KeyboardInterrupt):
@@ -143,7 +144,7 @@ class StudyRunner:
             for strategy in self.strategies:
                 for seed in self.seeds:
                     shutil.rmtree(run_dir(self.directory, strategy, seed), ignore_errors=True)
-                    runs.pop(f"{strategy}/seed-{seed}", None)
+                    runs.pop(run_key(strategy, seed), None)
         return StudyRecord(
             study=self.study,
             study_file=str(self.study_file),
