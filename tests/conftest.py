@@ -29,6 +29,23 @@ TINY_STUDY: dict[str, Any] = {
 }
 
 
+class ListReporter:
+    """The training loop's Reporter for tests: keeps every report (metrics and checkpoint
+    state) in memory; optionally starts from a saved state, as a resumed trial does."""
+
+    def __init__(self, state: dict | None = None):
+        self.rows: list[dict] = []
+        self.states: list[dict | None] = []
+        self._start = state
+
+    def restore(self) -> dict | None:
+        return self._start
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        self.rows.append(metrics)
+        self.states.append(state)
+
+
 def run_hpo(*args: str) -> subprocess.CompletedProcess:
     """`python -m hpo.cli ARGS` in a fresh process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

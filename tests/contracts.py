@@ -21,6 +21,7 @@ import torch
 from hpo.spec import Study
 from hpo.strategies import STRATEGIES
 from hpo.strategies.plan import OVER_BUDGET
+from tests.conftest import ListReporter
 from trainables import DATASETS, trainable_info
 from trainables.data import DataBundle, Split, load_dataset
 
@@ -104,8 +105,8 @@ def small(data: DataBundle, samples: int = 64) -> DataBundle:
 
 # ----------------------------------------------------------------- trainables
 def check_trainable_registration(name: str) -> None:
-    """Every categorical hyperparameter has a default among its allowed values; the
-    declared metrics include the loop's validation metrics."""
+    """Every categorical hyperparameter has a default among its allowed values, and the
+    trainable declares the input ranks it takes."""
     info = trainable_info(name)
     for param, allowed in info.choices.items():
         require(param in info.defaults, name, f"choices name {param!r}, which has no default")
@@ -152,19 +153,6 @@ def check_trainable_choices(name: str, data: DataBundle) -> None:
             require(math.isfinite(loss), name, f"{param}={value!r}: loss {loss} after one step")
 
 
-class ListReporter:
-    """The loop's Reporter, keeping every report in memory."""
-
-    def __init__(self) -> None:
-        self.reports: list[tuple[dict[str, Any], dict | None]] = []
-
-    def restore(self) -> None:
-        return None
-
-    def report(self, metrics: dict[str, Any], state: dict | None) -> None:
-        self.reports.append((metrics, state))
-
-
 def check_trainable_epoch(name: str, data: DataBundle) -> dict[str, Any]:
     """One epoch trains through the one loop and reports every declared metric (finite),
     with a checkpoint of that epoch; returns the checkpoint state."""
@@ -172,8 +160,8 @@ def check_trainable_epoch(name: str, data: DataBundle) -> dict[str, Any]:
 
     reporter = ListReporter()
     train(name, {"seed": 0}, data, reporter, max_epochs=1, threads=1)
-    require(len(reporter.reports) == 1, name, f"{len(reporter.reports)} reports for one epoch")
-    metrics, state = reporter.reports[0]
+    require(len(reporter.rows) == 1, name, f"{len(reporter.rows)} reports for one epoch")
+    metrics, state = reporter.rows[0], reporter.states[0]
     missing = [m for m in trainable_info(name).metrics if m not in metrics]
     require(not missing, name, f"never reported the declared metrics {missing}")
     numbers = {m: metrics[m] for m in trainable_info(name).metrics}

@@ -6,23 +6,10 @@ import math
 
 import pytest
 
+from tests.conftest import ListReporter
 from trainables import EPOCH_METRICS
 from trainables.data import load_dataset
 from trainables.loop import train
-
-
-class ListReporter:
-    """Collects reports; optionally starts from a saved state (as a resumed trial does)."""
-
-    def __init__(self, state=None):
-        self.rows, self.states, self._start = [], [], state
-
-    def restore(self):
-        return self._start
-
-    def report(self, metrics, state):
-        self.rows.append(metrics)
-        self.states.append(state)
 
 
 @pytest.fixture(scope="module")

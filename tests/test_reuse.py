@@ -14,7 +14,7 @@ import yaml
 from ray import tune
 
 from hpo.runner import StudyRunner
-from tests.conftest import TINY_STUDY
+from tests.conftest import TINY_STUDY, ListReporter
 from trainables.data import load_dataset
 from trainables.loop import train
 from trainables.tune_trial import run_trial
@@ -22,17 +22,6 @@ from trainables.tune_trial import run_trial
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CURVE = ["train_loss", "val_loss", "val_accuracy", "train_accuracy"]
-
-
-class ListReporter:
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def restore(self) -> None:
-        return None
-
-    def report(self, metrics: dict, state: dict | None) -> None:
-        self.rows.append(metrics)
 
 
 def uninterrupted(config: dict, epochs: int) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 
+from tests.conftest import ListReporter
 from trainables import RESNET_TRANSFER_DEFAULTS, WeightsError
 from trainables.data import DataBundle, Split
 from trainables.loop import build_model_for, make_optimizer, train
@@ -35,17 +36,6 @@ def tiny_bundle(n: int = 40, shape=(1, 16, 16)) -> DataBundle:
         return Split(x, torch.arange(size) % NUM_CLASSES)
 
     return DataBundle("tiny", split(n), split(n // 2), split(n // 2), NUM_CLASSES)
-
-
-class Rows:
-    def __init__(self):
-        self.rows = []
-
-    def restore(self):
-        return None
-
-    def report(self, metrics, state):
-        self.rows.append(metrics)
 
 
 def test_freezing_policies_train_exactly_the_intended_parameters():
@@ -84,7 +74,7 @@ def test_cached_features_give_the_same_logits_and_the_same_training():
     net.train()  # frozen batch norm stays in eval mode, so train mode changes nothing
     torch.testing.assert_close(net(cached.val.x), net(data.val.x))
     # two epochs with and without the cache: identical metrics
-    with_cache, without = Rows(), Rows()
+    with_cache, without = ListReporter(), ListReporter()
     train("resnet_transfer", config(seed=0), data, with_cache, max_epochs=2, threads=1)
     recompute = config(seed=0, cache_features=False)
     train("resnet_transfer", recompute, data, without, max_epochs=2, threads=1)
@@ -163,7 +153,7 @@ def test_patience_stops_a_trial_that_no_longer_improves():
     from trainables.data import load_dataset
 
     data = load_dataset("digits", 0.2, 0.2, 0)
-    rows = Rows()
+    rows = ListReporter()
     frozen = {"optimizer": "sgd", "lr": 0.0, "patience": 2, "seed": 0}
     train("cnn", frozen, data, rows, max_epochs=10, threads=1)
     assert [r["epoch"] for r in rows.rows] == [1, 2, 3]

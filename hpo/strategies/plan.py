@@ -49,7 +49,7 @@ def full_trials(study: Study) -> int:
 
 
 def full_fidelity_plan(study: Study) -> Plan:
-    """As many R-epoch trials as the budget pays for (random search, Bayesian optimization)."""
+    """As many R-epoch trials as the budget pays for (random search, TPE)."""
     trials = full_trials(study)
     return Plan(trials, trials, trials * study.budget.max_epochs)
 
