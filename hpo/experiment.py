@@ -35,6 +35,7 @@ def build_tuner(
 
     from hpo.strategies import STRATEGIES
     from hpo.strategies.budget import EpochBudget
+    from hpo.strategies.decision import timed
 
     budget = study.budget
     trainable = tune.with_resources(
@@ -43,6 +44,8 @@ def build_tuner(
     if restoring:
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
     plan = STRATEGIES[strategy].tuner(study, seed)
+    # Driver seconds spent deciding: the runner reads decision.seconds(str(path)).
+    search_alg, scheduler = timed(plan.search_alg, str(path)), timed(plan.scheduler, str(path))
     plan.param_space["seed"] = seed  # torch seeds of every trial in this run
     return tune.Tuner(
         trainable,
@@ -50,8 +53,8 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             metric=study.metric.name,
             mode=study.metric.mode,
-            search_alg=plan.search_alg,
-            scheduler=plan.scheduler,
+            search_alg=search_alg,
+            scheduler=scheduler,
             num_samples=plan.plan.num_samples,
             max_concurrent_trials=plan.max_concurrent_trials,
             time_budget_s=budget.time_limit_s,
@@ -62,7 +65,7 @@ def build_tuner(
             storage_path=str(path.parent),
             stop=EpochBudget(budget.max_epochs, budget.total_epochs, str(path)),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1,
+                num_to_keep=plan.keep_checkpoints,
                 checkpoint_score_attribute=study.metric.name,
                 checkpoint_score_order=study.metric.mode,
             ),

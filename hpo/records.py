@@ -60,6 +60,9 @@ class RunRecord(_Record):
     driver_host: str | None = None
     fit_started: float | None = None  # the current Tuner.fit call's start
     wall_s: float | None = None  # seconds in Tuner.fit over every resume; None before one ended
+    # Of wall_s, seconds the driver spent deciding: inside the searcher's and the scheduler's
+    # calls (suggest, on_trial_result, choose_trial_to_run …; hpo.strategies.decision).
+    decision_s: float | None = None
     data_sizes: dict[str, int] = {}
     errors: int | None = None  # trials that Ray Tune reported as errored
     trials: int | None = None

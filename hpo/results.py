@@ -17,7 +17,8 @@ import pandas as pd
 
 from hpo.records import StudyRecord, read_study_record
 from hpo.spec import Study, StudyError
-from trainables import EPOCH_METRICS
+from hpo.strategies.plan import PROPOSED_BY
+from trainables import EPOCH_METRICS, HYPERPARAMETER_PREFIX
 
 METRIC_COLUMNS = [*EPOCH_METRICS, "diverged", "early_stopped"]
 # Trial statuses as the results and the report show them.
@@ -60,7 +61,11 @@ def trial_frame(
     run_finished: bool,
     config_keys: list[str],
 ) -> pd.DataFrame:
-    """All epochs of all trials of one strategy-seed run, ordered as they happened."""
+    """All epochs of all trials of one strategy-seed run, ordered as they happened, with
+    the config in force at each epoch and how the trial's config was proposed."""
+    from hpo.strategies import STRATEGIES
+
+    proposes = STRATEGIES[strategy].proposes if strategy in STRATEGIES else "random"
     analysis = load_analysis(experiment_dir)
     frames = []
     for trial in analysis.trials:
@@ -77,7 +82,9 @@ def trial_frame(
         frame["pid"] = rows["pid"].to_numpy() if "pid" in rows else -1  # the worker process
         frame["node_id"] = rows["node_id"].to_numpy() if "node_id" in rows else ""  # Ray node
         for key in config_keys:
-            frame[f"config/{key}"] = [trial.config.get(key)] * len(frame)
+            frame[f"config/{key}"] = _in_force(rows, trial.config, key)
+        proposed = _in_force(rows, trial.config, PROPOSED_BY)
+        frame[PROPOSED_BY] = [p if isinstance(p, str) else proposes for p in proposed]
         frame.insert(0, "status", trial_status(trial.status, frame, max_epochs, run_finished))
         frame.insert(0, "trial_id", trial.trial_id)
         frames.append(frame)
@@ -89,6 +96,15 @@ def trial_frame(
     frame["cum_epochs"] = range(1, len(frame) + 1)
     frame["wall_s"] = frame["report_time"] - run_started
     return frame.reset_index(drop=True)
+
+
+def _in_force(rows: pd.DataFrame, config: dict[str, Any], key: str) -> list[Any]:
+    """A config value per reported epoch: as the trial reported it (PBT changes configs
+    while trials run), else the trial's config (results from before hp/ columns)."""
+    column = f"{HYPERPARAMETER_PREFIX}{key}"
+    if column in rows:  # a missing value: the key was not in the config then
+        return [None if pd.isna(v) else v for v in rows[column]]
+    return [config.get(key)] * len(rows)
 
 
 def reported_rows(trial, analysis) -> pd.DataFrame | None:

@@ -35,7 +35,7 @@ from hpo.records import (
     write_study_record,
 )
 from hpo.spec import Study, StudyError, load_study, study_hash
-from hpo.strategies import STRATEGIES
+from hpo.strategies import STRATEGIES, decision
 
 
 class RunInterrupted(Exception):
@@ -242,9 +242,11 @@ class StudyRunner:
             restoring=restoring,
             reuse_actors=self.reuse_actors,
         )
+        decision.reset(str(path))
         began = run.fit_started = time.time()
         grid = tuner.fit()
         run.wall_s = (run.wall_s or 0.0) + time.time() - began
+        run.decision_s = (run.decision_s or 0.0) + decision.seconds(str(path))
         if not run_complete(path, self.study.budget.total_epochs):
             # Tune caught Ctrl-C, saved its state and returned: resumable, not finished.
             run.status = "interrupted"

@@ -211,6 +211,8 @@ class Study(_Strict):
     resources: Resources = Resources()
     max_concurrent_trials: PositiveInt | None = None
     max_failures: int = Field(default=0, ge=0)
+    # Per-strategy searcher/scheduler options, e.g. {optuna: {n_startup_trials: 4}}.
+    strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("trainable")
     @classmethod
@@ -292,6 +294,52 @@ class Study(_Strict):
                 f"expected one of {list(info.metrics)}",
             )
         return self
+
+    @model_validator(mode="after")
+    def _strategies_fit(self) -> Study:
+        for name, options in self.strategy_options.items():
+            _check_options(name, options, self.strategies)
+        if "pbt" in self.strategies and not _continuous(self.space):
+            raise _FieldError(
+                "strategies",
+                "pbt perturbs continuous hyperparameters, and the space has none "
+                "(expected a uniform or loguniform entry in space)",
+            )
+        if "bohb" in self.strategies and self.budget.min_epochs >= self.budget.max_epochs:
+            raise _FieldError(
+                "budget.min_epochs",
+                "bohb stops trials at rungs from min_epochs to max_epochs; "
+                "expected min_epochs < max_epochs",
+            )
+        return self
+
+
+def _continuous(space: dict[str, Param]) -> bool:
+    return any(p.uniform is not None or p.loguniform is not None for p in space.values())
+
+
+def _check_options(name: str, options: Any, strategies: list[str]) -> None:
+    where = f"strategy_options.{name}"
+    if name not in STRATEGIES:
+        raise _FieldError(where, f"unknown strategy; expected some of {list(STRATEGIES)}")
+    if name not in strategies:
+        raise _FieldError(where, f"{name!r} is not in this study's strategies {strategies}")
+    model = STRATEGIES[name].options
+    if model is None:
+        raise _FieldError(where, f"strategy {name!r} takes no options")
+    if not isinstance(options, dict):
+        raise _FieldError(where, "expected a mapping of option names to values")
+    try:
+        model(**options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        option = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            known = sorted(model.model_fields)
+            message = f"unknown option of {name!r}; expected some of {known}"
+        else:
+            message = first["msg"].removeprefix("Value error, ")
+        raise _FieldError(f"{where}.{option}", message) from None
 
 
 class _FieldError(ValueError):

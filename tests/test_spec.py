@@ -11,8 +11,8 @@ def test_default_study_is_valid():
 
     study = load_study(REPO / "studies" / "digits_cnn.yaml")
     assert study.trainable == "cnn" and study.dataset.name == "digits"
-    assert study.strategies == list(STRATEGIES) and study.seeds == [0, 1]
-    assert study.budget.max_epochs == 27 and study.budget.reduction_factor == 3
+    assert study.strategies == list(STRATEGIES) and study.seeds == [0, 1, 2]
+    assert study.budget.max_epochs == 9 and study.budget.reduction_factor == 3
 
 
 def test_defaults_are_filled_in(write_study, study_dict):
@@ -80,7 +80,49 @@ BAD_FIELDS = [
     ("resources.cpu", 0, "resources.cpu: Input should be greater than 0"),
     ("name", _DELETE, "name: required field is missing"),
     ("space.lr.loguniform.hgh", 1, "space.lr.loguniform.hgh: unknown field"),
+    (
+        "strategy_options",
+        {"optuna": {"n_startup": 4}},
+        "strategy_options.optuna.n_startup: unknown option of 'optuna'; expected some of",
+    ),
+    (  # a PBT option given to the TPE strategy
+        "strategy_options",
+        {"optuna": {"perturbation_interval": 2}},
+        "strategy_options.optuna.perturbation_interval: unknown option of 'optuna'",
+    ),
+    (
+        "strategy_options",
+        {"random": {"n_startup_trials": 4}},
+        "strategy_options.random: strategy 'random' takes no options",
+    ),
+    (
+        "strategy_options",
+        {"optuna": {"n_startup_trials": 0}},
+        "strategy_options.optuna.n_startup_trials: Input should be greater than 0",
+    ),
+    ("strategy_options", {"tpe": {}}, "strategy_options.tpe: unknown strategy"),
+    (
+        "space",
+        {"optimizer": {"choice": ["momentum", "adam"]}},
+        "strategies: pbt perturbs continuous hyperparameters, and the space has none",
+    ),
+    ("budget.min_epochs", 4, "budget.min_epochs: bohb stops trials at rungs"),
 ]
+
+
+def test_options_of_a_strategy_the_study_does_not_run(write_study, study_dict):
+    study_dict.update(strategies=["random"], strategy_options={"pbt": {"quantile_fraction": 0.5}})
+    with pytest.raises(StudyError, match=r"strategy_options\.pbt: 'pbt' is not in this study"):
+        load_study(write_study(study_dict))
+
+
+def test_strategy_options_reach_the_plan(write_study, study_dict):
+    study_dict.update(strategy_options={"optuna": {"n_startup_trials": 3}})
+    study = load_study(write_study(study_dict))
+    assert STRATEGIES["optuna"].plan(study, 0).notes["startup_trials"] == 3
+    study_dict["strategy_options"] = {}
+    default = load_study(write_study(study_dict))  # 16 // 4 = 4 trials: a third, at least 2
+    assert STRATEGIES["optuna"].plan(default, 0).notes["startup_trials"] == 2
 
 
 @pytest.mark.parametrize(("field", "value", "message"), BAD_FIELDS, ids=[b[0] for b in BAD_FIELDS])

@@ -61,6 +61,20 @@ def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.O
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer state (momentum, Adam's moments, step counts) but keep
+    the hyperparameters the config gave this optimizer: a PBT trial that copied another
+    trial's checkpoint continues its state with its own, perturbed, lr and weight decay
+    (torch's load_state_dict would restore the saved ones)."""
+    configured = [
+        {key: value for key, value in group.items() if key != "params"}
+        for group in optimizer.param_groups
+    ]
+    optimizer.load_state_dict(saved)
+    for group, hyperparameters in zip(optimizer.param_groups, configured, strict=True):
+        group.update(hyperparameters)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     # Shuffling and dropout depend only on (seed, epoch): a paused, resumed or retried
     # trial and one in a reused actor see exactly the same batches as an uninterrupted one.
@@ -92,7 +106,7 @@ def train(
     state = reporter.restore()
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         start = int(state["epoch"])
         best_val_loss, stale = state.get("best_val_loss", math.inf), state.get("stale_epochs", 0)
     prepare = getattr(model, "prepare_data", None)  # e.g. features cached once per trial

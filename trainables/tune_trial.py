@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from trainables import HYPERPARAMETER_PREFIX
 from trainables.data import DataBundle
 from trainables.loop import train
 
@@ -19,10 +20,17 @@ class TuneReporter:
     """`trainables.loop.Reporter` backed by `tune.report` / `tune.get_checkpoint`; every
     result names the Ray node that computed it (trials.csv's node_id)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
         import ray
 
         self.node_id = ray.get_runtime_context().get_node_id()
+        # The hyperparameters in force, with every epoch's result: PBT changes a trial's
+        # config while it runs, and Tune's progress.csv keeps no config.
+        self.in_force = {
+            f"{HYPERPARAMETER_PREFIX}{key}": value
+            for key, value in (config or {}).items()
+            if isinstance(value, (bool, int, float, str))
+        }
 
     def restore(self) -> dict | None:
         checkpoint = tune.get_checkpoint()
@@ -32,7 +40,7 @@ class TuneReporter:
             return torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
 
     def report(self, metrics: dict[str, Any], state: dict | None) -> None:
-        metrics = {**metrics, "node_id": self.node_id}
+        metrics = {**metrics, **self.in_force, "node_id": self.node_id}
         if state is None:
             tune.report(metrics)
             return
@@ -56,7 +64,7 @@ def run_trial(
         trainable_name,
         config,
         data,
-        TuneReporter(),
+        TuneReporter(config),
         max_epochs=max_epochs,
         threads=threads,
         device=device,

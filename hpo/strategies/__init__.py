@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
+
+from hpo.strategies.options import PBTOptions, TPEOptions
 from hpo.strategies.plan import Plan, TunerPlan
 
 if TYPE_CHECKING:
@@ -34,6 +37,11 @@ class Strategy:
     # Whether a seed reproduces the same trials and results when trials run one at a time
     # (tests/test_contracts.py checks what each entry claims).
     reproducible: bool = True
+    # How its trials' configurations come about when the searcher does not say per trial
+    # (trials.csv's proposed_by: grid, random; TPE labels each trial startup or model).
+    proposes: str = "random"
+    # The pydantic model of the options a study may give it (None: it takes none).
+    options: type[BaseModel] | None = None
 
     def plan(self, study: Study, seed: int) -> Plan:
         return self._module().plan(study, seed)
@@ -52,7 +60,13 @@ def _by_name(*strategies: Strategy) -> dict[str, Strategy]:
 # Order matters: tables, legends and colours follow it (new entries go last, so that
 # every existing strategy keeps its colour).
 STRATEGIES: dict[str, Strategy] = _by_name(
-    Strategy("grid", "hpo.strategies.grid", "grid search fitted to the budget", baseline=True),
+    Strategy(
+        "grid",
+        "hpo.strategies.grid",
+        "grid search fitted to the budget",
+        baseline=True,
+        proposes="grid",
+    ),
     Strategy("random", "hpo.strategies.random_search", "random search", baseline=True),
     Strategy("sha", "hpo.strategies.sha", "synchronous successive halving, one bracket"),
     Strategy("asha", "hpo.strategies.asha", "Ray Tune's ASHA over random search"),
@@ -66,7 +80,29 @@ STRATEGIES: dict[str, Strategy] = _by_name(
         "Ray Tune's synchronous Hyperband",
         reproducible=False,
     ),
-    Strategy("optuna", "hpo.strategies.tpe", "Optuna's TPE sampler through OptunaSearch"),
+    Strategy(
+        "optuna",
+        "hpo.strategies.tpe",
+        "Optuna's multivariate TPE (Bayesian optimization) through OptunaSearch",
+        options=TPEOptions,
+    ),
+    # BOHB's design (model-based proposals, Hyperband-style rungs stop trials) with
+    # Optuna's TPE in place of hpbandster's KDE: see hpo/strategies/bohb.py for why.
+    Strategy(
+        "bohb",
+        "hpo.strategies.bohb",
+        "TPE proposals learning from every rung, stopped by ASHA (BOHB-style)",
+        options=TPEOptions,
+    ),
+    # Ray's PBT perturbs with Python's global `random` and its exploit choices depend
+    # on which trials have reported when: not reproducible per seed.
+    Strategy(
+        "pbt",
+        "hpo.strategies.pbt",
+        "Ray Tune's population-based training",
+        reproducible=False,
+        options=PBTOptions,
+    ),
 )
 
 

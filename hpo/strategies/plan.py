@@ -41,6 +41,9 @@ class TunerPlan:
     # Tune's own cap (a ConcurrencyLimiter): only for searchers; the variant generator and
     # the pausing schedulers take the study's cap themselves.
     max_concurrent_trials: int | None = None
+    # Checkpoints kept per trial (the best by the metric); None keeps every one, which PBT
+    # needs: a trial copies another's checkpoint after that trial has trained on.
+    keep_checkpoints: int | None = 1
 
 
 def full_trials(study: Study) -> int:
@@ -60,3 +63,14 @@ def seeded_sampler(seed: int, max_concurrent: int | None = None):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
+
+
+# The config key through which a searcher says how it proposed a trial's configuration
+# (trials.csv's proposed_by column): the trainables ignore it, the results read it.
+PROPOSED_BY = "proposed_by"
+STARTUP, MODEL, PERTURBATION = "startup", "model", "perturbation"
+
+
+def options_of(study: Study, strategy: str, model: Any) -> Any:
+    """The study's options for `strategy` as its options model (defaults where unset)."""
+    return model(**study.strategy_options.get(strategy, {}))

@@ -1,0 +1,84 @@
+"""Ray Tune's OptunaSearch with Optuna's TPE, telling Optuna what each trial really was.
+
+Two things Ray's OptunaSearch does not do, and a fair comparison needs:
+- Each proposal says whether it came from TPE's random start-up phase or from its model
+  (`proposed_by` in the trial's config, then trials.csv), counted the way TPESampler
+  decides: fewer finished (complete or pruned) trials than `n_startup_trials` → random.
+- A trial that ended before `max_t` epochs (stopped at a rung, or by the run's epoch
+  budget) is told to Optuna as PRUNED, with its per-epoch values already reported, not as
+  COMPLETE with its low-fidelity value: TPE then ranks it below every trial that went
+  further (Optuna sorts pruned trials by the step they reached, then by value), i.e. it
+  learns from the rung the trial reached instead of mistaking it for a final result.
+  A trial that diverged or failed is told FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from hpo.strategies.plan import MODEL, PROPOSED_BY, STARTUP
+
+
+class RungAwareOptunaSearch(OptunaSearch):
+    def __init__(self, *, max_t: int, n_startup_trials: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.max_t = max_t
+        self.n_startup_trials = n_startup_trials
+
+    def suggest(self, trial_id: str) -> dict | None:
+        label = self._next_label() if trial_id not in self._ot_trials else None
+        config = super().suggest(trial_id)
+        if config is None:
+            return None
+        return {**config, PROPOSED_BY: label or MODEL}
+
+    def _next_label(self) -> str:
+        from optuna.trial import TrialState
+
+        done = self._ot_study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        )
+        return STARTUP if len(done) < self.n_startup_trials else MODEL
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        from optuna.trial import TrialState
+
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value = (result or {}).get(self.metric)
+        reached = int((result or {}).get("training_iteration", 0))
+        ot_trial = self._ot_trials[trial_id]
+        if error or value is None or not math.isfinite(float(value)):
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        elif reached < self.max_t:
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            self._ot_study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
+        self._completed_trials.add(trial_id)
+
+
+def tpe_searcher(study: Any, seed: int, options: Any, trials: int) -> RungAwareOptunaSearch:
+    """The TPE searcher of the `optuna` and `bohb` strategies: `trials` is how many trials
+    the strategy expects, which sets the default start-up phase (a third, at least 2)."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.samplers import TPESampler
+
+    startup = options.n_startup_trials or max(2, trials // 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        sampler = TPESampler(
+            n_startup_trials=startup,
+            multivariate=options.multivariate,
+            constant_liar=options.constant_liar,
+            seed=seed,
+        )
+    return RungAwareOptunaSearch(
+        sampler=sampler, max_t=study.budget.max_epochs, n_startup_trials=startup
+    )
