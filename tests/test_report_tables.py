@@ -69,6 +69,7 @@ def runs(rows: list[tuple[str, int, float]], test: float = NAN) -> pd.DataFrame:
                 "trials": 3,
                 "epochs": 10,
                 "wall_s": 5.0,
+                "decision_s": 0.5,
                 "best_val": v,
                 "test": test,
             }
@@ -219,11 +220,12 @@ def test_seed_ranks_and_leaderboard_average_ranks_over_seeds():
 
 def test_leaderboard_keeps_a_strategy_that_has_not_reported_yet():
     table = runs([("grid", 0, 0.9), ("random", 0, 0.8)])
-    table.loc[len(table)] = ["optuna", 0, "not started", 0, 0, NAN, NAN, NAN]
+    table.loc[len(table)] = ["optuna", 0, "not started", 0, 0, NAN, NAN, NAN, NAN]
     board = tab.leaderboard(table, "max").set_index("strategy")
     assert list(board.index) == ["grid", "random", "optuna"]
     assert board.loc["optuna", "seeds"] == 0 and np.isnan(board.loc["optuna", "best_val_mean"])
     assert board.loc["random", "trials_per_run"] == 3  # a missing run does not count as 0
+    assert board.loc["random", "decision_s_per_run"] == 0.5
     assert board[["runs_finished", "runs"]].loc["optuna"].tolist() == [0, 1]
     assert board[["runs_finished", "runs"]].loc["grid"].tolist() == [1, 1]
 
@@ -239,7 +241,8 @@ def test_run_table_counts_from_trials_and_takes_wall_time_from_the_marker():
     )
     table = tab.run_table(tab.runs_frame(meta), trials, "val_accuracy", "max")
     table = table.set_index("strategy")
-    assert table.loc["grid"].to_dict() == {
+    assert table["decision_s"].isna().all()  # not recorded: NaN, not 0
+    assert table.drop(columns="decision_s").loc["grid"].to_dict() == {
         "seed": 0,
         "run_status": "finished",
         "trials": 3,
@@ -340,10 +343,10 @@ def test_fanova_importance_finds_the_hyperparameter_that_matters():
             "config/lr": lr,
             "config/optimizer": rng.choice(["sgd", "adam"], n),
             "config/units": rng.integers(1, 5, n),
-            "best": 1 - (np.log10(lr) + 2.5) ** 2 / 10 + rng.normal(0, 0.001, n),
+            tab.AT_FIDELITY: 1 - (np.log10(lr) + 2.5) ** 2 / 10 + rng.normal(0, 0.001, n),
         }
     )
-    table.loc[0, "best"] = NAN  # diverged: left out, not scored as 0
+    table.loc[0, tab.AT_FIDELITY] = NAN  # diverged: left out, not scored as 0
     table.loc[1, "config/lr"] = 5.0  # outside the space: left out
     space = {
         "lr": {"loguniform": {"low": 1e-4, "high": 1e-1}},
@@ -356,7 +359,8 @@ def test_fanova_importance_finds_the_hyperparameter_that_matters():
     assert note.startswith(f"{n - 2} trials used") and "2 left out" in note
     empty, note = tab.importance(table.head(1), space, "max")
     assert empty.empty and "too few" in note
-    flat = table.iloc[2:12].assign(best=0.9)  # every trial scored the same: no variance
+    # every trial scored the same: no variance
+    flat = table.iloc[2:12].assign(**{tab.AT_FIDELITY: 0.9})
     empty, note = tab.importance(flat, space, "max")
     assert empty.empty and "same metric" in note
 
@@ -368,7 +372,7 @@ def test_parallel_coordinates_takes_the_top_trials_scaled_to_unit_range():
             "seed": 0,
             "trial_id": ["a", "b", "c"],
             "config/lr": [1e-4, 1e-3, 1e-2],
-            "best": [0.5, 0.9, 0.7],
+            tab.AT_FIDELITY: [0.5, 0.9, 0.7],
         }
     )
     space = {"lr": {"loguniform": {"low": 1e-4, "high": 1e-2}}}
@@ -394,27 +398,30 @@ def test_strategy_order_follows_the_registry_then_alphabetical():
     assert tab.strategy_order(names) == [*STRATEGIES, "aa_unregistered", "zz_unregistered"]
 
 
-def test_choice_effects_group_trials_by_each_categorical_value():
-    trial_table = pd.DataFrame(
+def test_choice_effects_group_trials_at_the_fidelity_and_count_every_started_trial():
+    at_fidelity = pd.DataFrame(
         {
-            "best": [0.9, 0.7, 0.95, NAN, 0.5],
-            "epochs": [8, 2, 8, 1, 4],
-            "config/freeze": ["head", "head", "all", "all", "head"],
-            "config/lr": [0.1, 0.2, 0.3, 0.4, 0.5],
+            tab.AT_FIDELITY: [0.9, 0.7, 0.95, NAN],
+            "config/freeze": ["head", "head", "all", "all"],
+            "config/lr": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    started = pd.DataFrame(
+        {
+            "epochs": [8, 8, 8, 8, 1, 1],
+            "config/freeze": ["head", "head", "all", "all", "head", "last_k_blocks"],
         }
     )
     space = {
         "freeze": {"choice": ["head", "all", "last_k_blocks"]},
         "lr": {"loguniform": {"low": 0.01, "high": 1.0}},
     }
-    table = tab.choice_effects(trial_table, space, "max").set_index("value")
+    table = tab.choice_effects(at_fidelity, space, "max", started=started).set_index("value")
     assert list(table.index) == ["head", "all", "last_k_blocks"]  # lr is not categorical
-    assert table.loc["head", ["trials", "epochs"]].tolist() == [3, 14]
-    assert table.loc["head", "median_best"] == pytest.approx(0.7)
-    assert table.loc["all", "best"] == pytest.approx(0.95)  # the diverged trial has no best
-    assert table.loc["last_k_blocks", "trials"] == 0 and math.isnan(
-        table.loc["last_k_blocks", "best"]
-    )
-    assert (
-        tab.choice_effects(trial_table, space, "min").set_index("value").loc["head", "best"] == 0.5
-    )
+    assert table.loc["head", ["trials", "trials_started", "epochs"]].tolist() == [2, 3, 17]
+    assert table.loc["head", "median"] == pytest.approx(0.8)
+    assert table.loc["all", ["trials", "best"]].tolist() == [1, 0.95]  # NaN: no value there
+    last = table.loc["last_k_blocks"]
+    assert (last["trials"], last["trials_started"]) == (0, 1) and math.isnan(last["best"])
+    low = tab.choice_effects(at_fidelity, space, "min").set_index("value")
+    assert low.loc["head", "best"] == 0.7 and "trials_started" not in low

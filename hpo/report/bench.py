@@ -41,6 +41,14 @@ SPACE: dict[str, Any] = {
 }
 FIXED: dict[str, Any] = {"conv_layers": 2, "activation": "relu"}
 SIZES = {"train": 1078, "val": 359, "test": 360}
+ETA = 3  # the synthetic budget's reduction factor (min_epochs 1)
+# How the synthetic strategies behave, so the report's fidelity, proposals, decision-time
+# and PBT paths all see data shaped like a real study's.
+STOPPED_AT_RUNGS = ("sha", "asha", "hyperband", "bohb")
+MODEL_BASED = ("optuna", "bohb")
+STARTUP_TRIALS = 4  # a model-based run's random start-up trials
+PBT = "pbt"
+PERTURBED = ("lr", "dropout")  # PBT's continuous hyperparameters in SPACE
 
 
 def _config(rng: np.random.Generator) -> dict[str, Any]:
@@ -95,27 +103,32 @@ def synthetic_study(
             config = _config(rng)
             curve = _curve(config, epochs, rng)
             diverges = rng.random() < diverged_fraction
-            reported = int(rng.integers(1, epochs + 1)) if diverges else epochs
+            stop = _stop_epoch(strategy, epochs, rng)
+            reported = int(rng.integers(1, stop + 1)) if diverges else stop
+            status = "finished" if stop == epochs else "early_stopped"
+            configs, proposers = _proposals(strategy, index, config, epochs, rng)
             slot = int(np.argmin(slots))
             for epoch in range(1, reported + 1):
                 slots[slot] += float(rng.uniform(0.05, 0.3))
                 broken = diverges and epoch == reported
                 accuracy = np.nan if broken else float(curve[epoch - 1])
+                in_force = configs[epoch - 1]
                 rows.append(
                     {
                         "trial_id": f"{strategy[:2]}{run_seed}_{index:05d}",
-                        "status": "diverged" if diverges else "finished",
+                        "status": "diverged" if diverges else status,
                         "epoch": epoch,
                         "train_loss": np.nan if broken else 2.3 * (1 - accuracy) + 0.01,
                         "train_accuracy": np.nan if broken else min(1.0, accuracy + 0.01),
                         "val_loss": np.nan if broken else 2.3 * (1 - accuracy) + 0.05,
                         "val_accuracy": accuracy,
-                        "lr": config["lr"],
+                        "lr": in_force["lr"],
                         "epoch_time_s": 0.1,
                         "diverged": broken,
                         "report_time": slots[slot],
                         "node_ip": "127.0.0.1",
-                        **{f"config/{k}": v for k, v in config.items()},
+                        "proposed_by": proposers[epoch - 1],
+                        **{f"config/{k}": v for k, v in in_force.items()},
                     }
                 )
         frame = pd.DataFrame(rows).sort_values("report_time", kind="stable")
@@ -125,7 +138,7 @@ def synthetic_study(
         frame["wall_s"] = frame["report_time"] - started
         frames.append(frame)
         clock = float(frame["report_time"].max()) + 1.0
-        run = _run_record(strategy, run_seed, started, frame)
+        run = _run_record(strategy, run_seed, started, frame, rng)
         records[run.key] = run
     write_csv(study_dir / "trials.csv", pd.concat(frames, ignore_index=True))
     record = StudyRecord(
@@ -142,12 +155,61 @@ def synthetic_study(
     return study_dir
 
 
-def _run_record(strategy: str, seed: int, started: float, frame: pd.DataFrame) -> RunRecord:
-    """The run's record, with its best trial selected as the runner does."""
+def _stop_epoch(strategy: str, epochs: int, rng: np.random.Generator) -> int:
+    """The epoch a trial stops at: successive-halving strategies promote one in η trials
+    at each rung 1, η, η², … below `epochs`; the others train to the end."""
+    if strategy not in STOPPED_AT_RUNGS:
+        return epochs
+    rung = 1
+    while rung < epochs and rng.random() >= 1 / ETA:
+        rung *= ETA
+    return min(rung, epochs)
+
+
+def _proposals(
+    strategy: str, index: int, config: dict[str, Any], epochs: int, rng: np.random.Generator
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The config in force and proposed_by at each epoch of one trial: TPE's start-up
+    trials then model proposals; PBT's random start, then perturbed copies every
+    interval (a quarter of the population exploits); the registry's label otherwise."""
+    if strategy in MODEL_BASED:
+        return [config] * epochs, ["startup" if index < STARTUP_TRIALS else "model"] * epochs
+    if strategy != PBT:
+        proposes = getattr(STRATEGIES.get(strategy), "proposes", "random")
+        return [config] * epochs, [proposes] * epochs
+    interval = max(1, epochs // 3)
+    configs, proposers, current, label = [], [], dict(config), "random"
+    for epoch in range(1, epochs + 1):
+        if epoch > 1 and (epoch - 1) % interval == 0 and rng.random() < 0.25:
+            current, label = _perturb(current, rng), "perturbation"
+        configs.append(current)
+        proposers.append(label)
+    return configs, proposers
+
+
+def _perturb(config: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """PBT's explore step: scale each continuous hyperparameter by 0.8 or 1.2, in bounds."""
+    perturbed = dict(config)
+    for name in PERTURBED:
+        (bounds,) = SPACE[name].values()
+        scaled = config[name] * float(rng.choice([0.8, 1.2]))
+        perturbed[name] = float(np.clip(scaled, bounds["low"], bounds["high"]))
+    return perturbed
+
+
+def _run_record(
+    strategy: str, seed: int, started: float, frame: pd.DataFrame, rng: np.random.Generator
+) -> RunRecord:
+    """The run's record, with its best trial selected as the runner does, and the
+    driver's decision seconds where this hpo records them (a model-based searcher
+    spends more of the run deciding)."""
     finite = frame.dropna(subset=["val_accuracy"])
     best = finite.sort_values(["val_accuracy", "cum_epochs"], ascending=[False, True]).iloc[0]
     ended = float(frame["report_time"].max())
+    share = (0.03 if strategy in MODEL_BASED else 0.003) * float(rng.uniform(0.5, 1.5))
+    measured = {"decision_s": share * (ended - started)}
     return RunRecord(
+        **(measured if "decision_s" in RunRecord.model_fields else {}),
         strategy=strategy,
         seed=seed,
         started=started,
@@ -194,7 +256,7 @@ def _study(strategies: Sequence[str], seeds: Sequence[int], trials: int, epochs:
         "budget": {
             "max_epochs": epochs,
             "min_epochs": 1,
-            "reduction_factor": 3,
+            "reduction_factor": ETA,
             "total_epochs": trials * epochs // max(len(strategies) * len(seeds), 1),
             "time_limit_s": None,
         },

@@ -26,7 +26,9 @@ from hpo.results import Results, load_results
 from hpo.spec import resolved
 
 REPORT_DIR = "report"
+GREY = (0.5, 0.5, 0.5)
 TOP_TRIALS = 30  # trials shown in the parallel-coordinates view
+SIGNIFICANCE = 0.05  # the level the statistics section tests at
 SECTION_IDS = (
     "study",
     "leaderboard",
@@ -34,9 +36,11 @@ SECTION_IDS = (
     "time-to-target",
     "statistics",
     "learning-curves",
+    "proposals",
     "hyperparameters",
     "best-configs",
 )
+PBT = "pbt"  # the strategy whose trials change hyperparameters as they train
 
 
 def build_report(study_dir: str | Path) -> Path:
@@ -75,6 +79,10 @@ class Report:
     status_counts: dict[str, int]
     test_metric: str
     choices: pd.DataFrame  # per value of each categorical hyperparameter
+    fidelity: tab.Fidelity  # the one epoch the hyperparameter analysis compares trials at
+    at_fidelity: pd.DataFrame  # each trial's metric and config at that epoch
+    proposals: pd.DataFrame  # per strategy: how its trials' configs were proposed
+    pbt_schedule: pd.DataFrame  # PBT's best trial per seed: hyperparameters per epoch
     views: tuple[str, dict[str, Any]] | None = None  # the trainable's arrays of the best run
 
     @property
@@ -100,6 +108,8 @@ class Report:
             "val": metric,
             "best": f"best_{metric}",
             "last": f"last_{metric}",
+            "median": f"median_{metric}",
+            tab.AT_FIDELITY: f"{metric}_at_epoch_{self.fidelity.epoch}",
         }
         frames = {
             "leaderboard.csv": self.leaderboard,
@@ -111,6 +121,10 @@ class Report:
             "importance.csv": self.importance,
             "trials_summary.csv": self.trial_table,
             "choices.csv": self.choices,
+            "trials_at_fidelity.csv": self.at_fidelity,
+            # only where recorded / present: old results have no proposed_by, most no pbt
+            **({"proposals.csv": self.proposals} if not self.proposals.empty else {}),
+            **({"pbt_schedule.csv": self.pbt_schedule} if not self.pbt_schedule.empty else {}),
         }
         return {name: frame.rename(columns=names) for name, frame in frames.items()}
 
@@ -131,7 +145,9 @@ def compute(results: Results) -> Report:
     per_run = tab.time_to_target(curves, targets, mode)
     trial_table = tab.trial_table(trials, metric, mode)
     space = searched_space(results)
-    importance, note = tab.importance(trial_table, space, mode)
+    fidelity = tab.choose_fidelity(trials, metric, results.study.budget)
+    at_fidelity = tab.trials_at(trials, metric, fidelity.epoch)
+    importance, note = tab.importance(at_fidelity, space, mode)
     test_metric = (
         str(runs_meta["test_metric"].iloc[0])
         if not runs_meta.empty
@@ -147,14 +163,18 @@ def compute(results: Results) -> Report:
         targets=targets,
         time_to_target=tab.time_to_target_summary(per_run),
         time_to_target_runs=per_run,
-        pairwise=tab.pairwise_tests(runs, mode),
+        pairwise=tab.pairwise_tests(runs, mode, SIGNIFICANCE),
         best_configs=tab.best_configs(runs_meta, trials, metric, mode),
         importance=importance,
         importance_note=note,
-        coordinates=tab.parallel_coordinates(trial_table, space, mode, TOP_TRIALS),
+        coordinates=tab.parallel_coordinates(at_fidelity, space, mode, TOP_TRIALS),
         status_counts=tab.status_counts(trial_table),
         test_metric=test_metric,
-        choices=tab.choice_effects(trial_table, space, mode),
+        choices=tab.choice_effects(at_fidelity, space, mode, started=trial_table),
+        fidelity=fidelity,
+        at_fidelity=at_fidelity,
+        proposals=tab.proposals(trials),
+        pbt_schedule=tab.pbt_schedule(trials, metric, mode, PBT),
         views=load_views(results, runs),
     )
 
@@ -188,7 +208,8 @@ def draw(report: Report) -> dict[str, Any]:
     metric = report.metric
     colors = fig.strategy_colors(report.runs["strategy"].unique())
     space = report.space
-    top = tab.top_trials(report.trial_table, report.results.mode, TOP_TRIALS)["best"]
+    top = tab.top_trials(report.at_fidelity, report.results.mode, TOP_TRIALS)[tab.AT_FIDELITY]
+    at, fidelity = _at_epoch(report), report.fidelity.describe()
     best_range = (float(top.min()), float(top.max())) if not top.empty else (0.0, 1.0)
     if report.results.mode == "min":
         best_range = best_range[::-1]
@@ -202,12 +223,23 @@ def draw(report: Report) -> dict[str, Any]:
         ),
         "learning_curves.png": fig.learning_curves_figure(report.results.trials, metric, colors),
         "hyperparameters.png": fig.hyperparameter_scatter_figure(
-            report.trial_table, space, metric, colors
+            report.at_fidelity, space, at, colors, title=f"Each trial's {metric} {fidelity}"
         ),
         "parallel_coordinates.png": fig.parallel_coordinates_figure(
-            report.coordinates, space, metric, best_range, colors
+            report.coordinates, space, at, best_range, colors, title=f"Top trials {fidelity}"
         ),
-        "importance.png": fig.importance_figure(report.importance, report.importance_note),
+        "importance.png": fig.importance_figure(
+            report.importance, f"{metric} {fidelity}; {report.importance_note}"
+        ),
+        **(
+            {
+                "pbt_schedule.png": fig.pbt_schedule_figure(
+                    report.pbt_schedule, space, colors.get(PBT, GREY), title=_pbt_title(report)
+                )
+            }
+            if not report.pbt_schedule.empty
+            else {}
+        ),
         **(
             {"conv1_filters.png": fig.conv1_figure(report.views[1], report.views[0])}
             if report.views
@@ -402,7 +434,11 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
             f"Per strategy, over seeds: the best {metric} any trial of the run reached "
             f"(mean ± std), the {test} of the config each run selected, and the mean rank "
             "of the strategy among all strategies of the same seed (1 = best; ties share). "
-            "Trials, epochs and seconds are per strategy × seed run (mean over seeds)."
+            "Trials, epochs and seconds are per strategy × seed run (mean over seeds). "
+            "Decision time: the seconds the driver spent inside the searcher's and the "
+            "scheduler's calls (suggest, on_trial_result, on_trial_complete, "
+            "choose_trial_to_run, …), part of the wall time, with its share of it; 'not "
+            "measured' for runs recorded before hpo measured it."
         ),
         _leaderboard_table(board, metric, test),
         figure(
@@ -451,9 +487,8 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
     )
 
     pairs = report.pairwise
-    seeds = int(pairs["seeds"].max()) if not pairs.empty else 0
     sections["statistics"].add(
-        h.warning(_seed_warning(seeds, len(pairs))),
+        h.warning(_seed_warning(pairs)),
         h.paragraph(
             f"Wilcoxon signed-rank test (scipy.stats.wilcoxon, two-sided) on each seed's final "
             f"best {metric}, paired by seed. Difference = mean over seeds of a − b; 'better' is "
@@ -465,9 +500,9 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
     sections["learning-curves"].add(
         h.paragraph(
             f"{metric} at every epoch of every trial, one panel per strategy (all seeds). "
-            "Trials stopped early by SHA, ASHA, Hyperband or the epoch budget end early (open "
-            "circle at their last epoch); diverged trials are marked × at the bottom at the "
-            "epoch their loss became non-finite (they have no score there, never a zero)."
+            "Trials stopped early by SHA, ASHA, Hyperband, BOHB or the epoch budget end early "
+            "(open circle at their last epoch); diverged trials are marked × at the bottom at "
+            "the epoch their loss became non-finite (they have no score there, never a zero)."
         ),
         figure(
             "learning_curves.png",
@@ -476,32 +511,42 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
         ),
     )
 
+    sections["proposals"].add(*_proposals_parts(report.proposals))
+
+    fidelity, at = report.fidelity, _at_epoch(report)
     sections["hyperparameters"].add(
         h.paragraph(
-            f"Each trial's best {metric} over the epochs it reached (early-stopped trials count "
-            "at their last rung) against each searched hyperparameter; log axes for log "
-            "domains, categories jittered sideways."
+            f"Trials are compared at one fidelity, {fidelity.describe()}: each trial's {metric} "
+            f"at that epoch (not its best over other epochs), with the config in force then "
+            f"(PBT changes a trial's config as it trains); {fidelity.left_out()}. A trial "
+            "stopped after one epoch by SHA, ASHA, Hyperband or BOHB would otherwise sit "
+            "beside one trained to the end. Log axes for log domains, categories jittered "
+            "sideways."
         ),
         figure(
             "hyperparameters.png",
-            "metric against each hyperparameter",
-            f"Trial's best {metric} against each hyperparameter, all strategies and seeds.",
+            "metric against each hyperparameter at one fidelity",
+            f"Each trial's {metric} against each hyperparameter, {fidelity.describe()}.",
         ),
         figure(
             "parallel_coordinates.png",
-            "parallel coordinates of the top trials",
-            f"The {len(report.coordinates)} trials with the best {metric} in the whole study: "
-            "each line is one trial, each vertical axis one hyperparameter (its position in "
-            "the search space), the last axis the metric.",
+            "parallel coordinates of the top trials at one fidelity",
+            f"The {len(report.coordinates)} trials with the best {at} "
+            f"({fidelity.trials} trials reached it): each line is one trial, each vertical axis "
+            "one hyperparameter (its position in the search space), the last axis the metric.",
         ),
         h.heading("Hyperparameter importance (fANOVA)"),
         h.paragraph(
-            "Optuna's FanovaImportanceEvaluator on an in-memory Optuna study holding every "
-            f"trial of this study (distributions from the study's space; value: the trial's "
-            f"best {metric}): the share of the metric's variance each hyperparameter explains. "
+            "Optuna's FanovaImportanceEvaluator on an in-memory Optuna study holding the "
+            f"trials {fidelity.describe()} (distributions from the study's space; value: the "
+            f"trial's {at}): the share of the metric's variance each hyperparameter explains. "
             f"{report.importance_note}."
         ),
-        figure("importance.png", "fANOVA hyperparameter importance", "fANOVA importance."),
+        figure(
+            "importance.png",
+            "fANOVA hyperparameter importance",
+            f"fANOVA importance of each trial's {metric}, {fidelity.describe()}.",
+        ),
         h.table(
             report.importance,
             {"param": "hyperparameter", "importance": "importance"},
@@ -514,21 +559,43 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
             h.heading("Categorical hyperparameters, value by value"),
             h.paragraph(
                 f"Every trial of every strategy and seed, grouped by the value it used: how "
-                f"many trials and epochs went to each, and the median and best of the trials' "
-                f"best {metric} (e.g. what each freezing policy reached)."
+                f"many trials started with it and the epochs they spent; then, of the trials "
+                f"{fidelity.describe()}, how many used it and the median and best of their "
+                f"{metric} there (e.g. what each freezing policy reached)."
             ),
             h.table(
                 report.choices,
                 {
                     "param": "hyperparameter",
                     "value": "value",
-                    "trials": "trials",
-                    "epochs": "epochs",
-                    "median_best": f"median best {metric}",
-                    "best": f"best {metric}",
+                    "trials_started": "trials started",
+                    "epochs": "epochs spent",
+                    "trials": f"trials at epoch {fidelity.epoch}",
+                    "median": f"median {at}",
+                    "best": f"best {at}",
                 },
-                {"median_best": _num, "best": _num},
+                {"median": _num, "best": _num},
                 table_id="choices-table",
+            ),
+        )
+    if not report.pbt_schedule.empty:
+        sections["hyperparameters"].add(
+            h.heading("PBT's hyperparameter schedule"),
+            h.paragraph(
+                "PBT changes a trial's hyperparameters while it trains: every perturbation "
+                "interval the worst trials copy a better trial's weights and config, then "
+                "perturb its continuous hyperparameters. Shown: the learning rate (and every "
+                "other numeric hyperparameter that changed) in force at each epoch of the best "
+                "pbt trial of each seed; a triangle marks the first epoch trained after an "
+                "exploit (the trial's config changed or it was marked a perturbation). "
+                + _pbt_title(report)
+                + "."
+            ),
+            figure(
+                "pbt_schedule.png",
+                "hyperparameter schedule of the best pbt trial per seed",
+                "Hyperparameters in force per epoch of the best pbt trial of each seed; "
+                "triangles: the first epoch after an exploit.",
             ),
         )
 
@@ -599,6 +666,7 @@ _TITLES = (
     "Time to target",
     "Statistical comparison",
     "Learning curves",
+    "How trials were proposed",
     "Hyperparameters",
     "Best configurations",
 )
@@ -612,6 +680,8 @@ def _leaderboard_table(board: pd.DataFrame, metric: str, test: str) -> str:
             board["test_mean"], board["test_std"], board["test_seeds"], strict=True)],
         finished=[f"{f} of {n}" for f, n in zip(
             board["runs_finished"], board["runs"], strict=True)],
+        decision_text=[_decision(d, w) for d, w in zip(
+            board["decision_s_per_run"], board["wall_s_per_run"], strict=True)],
     )  # fmt: skip
     return h.table(
         shown,
@@ -625,6 +695,7 @@ def _leaderboard_table(board: pd.DataFrame, metric: str, test: str) -> str:
             "trials_per_run": "trials started",
             "epochs_per_run": "epochs spent",
             "wall_s_per_run": "wall time (s)",
+            "decision_text": "decision time (s, share of wall)",
         },
         {
             "mean_rank": lambda v: _num(v, 2),
@@ -667,8 +738,10 @@ def _pairwise_table(pairs: pd.DataFrame) -> str:
     shown = pairs.assign(
         wins=[f"{a}–{b}" for a, b in zip(pairs["wins_a"], pairs["wins_b"], strict=True)],
         significant_text=[
-            "n/a" if h.is_missing(p) else ("yes" if s else "no")
-            for p, s in zip(pairs["p_value"], pairs["significant"], strict=True)
+            _significant(p, s, n, low)
+            for p, s, n, low in zip(
+                pairs["p_value"], pairs["significant"], pairs["seeds"], pairs["min_p"], strict=True
+            )
         ],
     )
     return h.table(
@@ -695,23 +768,108 @@ def _pairwise_table(pairs: pd.DataFrame) -> str:
     )
 
 
-def _seed_warning(seeds: int, pairs: int) -> str:
-    if seeds < 2:
+def _seed_warning(pairs: pd.DataFrame, alpha: float = SIGNIFICANCE) -> str:
+    """What the tests below can say with the seeds measured: with n paired seeds the
+    smallest p-value the test can give is 2 / 2**n, so below `seeds_needed` seeds no
+    difference can be significant, whatever the numbers."""
+    counts = pairs["seeds"] if not pairs.empty else pd.Series([0])
+    low, high = int(counts.min()), int(counts.max())
+    measured = f"{high}" if low == high else f"{low} to {high}"
+    if high < 2:
         return (
-            f"Only {seeds} seed per strategy: no statistical test is possible. Differences "
+            f"Only {high} seed per strategy: no statistical test is possible. Differences "
             "below may be luck; run the study with more seeds before trusting a ranking."
         )
-    floor = 2.0 / 2**seeds
-    text = (
-        f"{seeds} seeds give weak evidence: with {seeds} paired seeds the smallest p-value "
-        f"this test can give is {floor:.3g}"
+    needed = tab.seeds_needed(alpha)
+    floor = f"2/2^{high} = {tab.min_attainable_p(high):.3g}"
+    if high < needed:
+        return (
+            f"Too few seeds for these tests to mean anything: {measured} paired seeds per "
+            f"pair. With n paired seeds the smallest two-sided p-value a Wilcoxon signed-rank "
+            f"test can give is 2/2^n ({floor} here, even if one strategy wins on every seed), "
+            f"so no difference can reach p < {alpha:g}; that takes at least {needed} seeds. "
+            "Read the table as a description of these seeds, not as evidence."
+        )
+    few = int((pairs["seeds"] < needed).sum())
+    return (
+        f"{measured} paired seeds: the smallest p-value the test can give is {floor}"
+        + (
+            f"; {few} pairs have fewer than {needed} seeds and cannot reach p < {alpha:g}"
+            if few
+            else ""
+        )
+        + f". {len(pairs)} pairs are tested without a multiple-comparison correction, so about "
+        f"{alpha * len(pairs):.1f} of them may look significant at {alpha:g} by chance alone."
     )
-    if floor >= 0.05:
-        text += ", so no difference can be significant at 0.05 whatever the numbers"
-    return text + (
-        f". {pairs} pairs are tested without a multiple-comparison correction; "
-        "more seeds are the way to a firmer answer."
+
+
+def _significant(p_value: Any, significant: bool, seeds: int, floor: float) -> str:
+    if h.is_missing(p_value):
+        return "n/a"
+    if floor >= SIGNIFICANCE:
+        return f"no (cannot be: p ≥ {floor:.3g} with {seeds} seeds)"
+    return "yes" if significant else "no"
+
+
+def _decision(seconds: Any, wall: Any) -> str:
+    if h.is_missing(seconds):
+        return "not measured"
+    share = "" if h.is_missing(wall) or not wall else f" ({100 * seconds / wall:.1f} %)"
+    return f"{seconds:.1f}{share}"
+
+
+def _at_epoch(report: Report) -> str:
+    return f"{report.metric} at epoch {report.fidelity.epoch}"
+
+
+def _pbt_title(report: Report) -> str:
+    best = report.pbt_schedule.drop_duplicates("seed")
+    return f"{PBT}, best trial per seed: " + "; ".join(
+        f"seed {r.seed}: {r.trial_id} (best {report.metric} {r.best:.4f})"
+        for r in best.itertuples()
     )
+
+
+def _proposals_parts(table: pd.DataFrame) -> list[str]:
+    """The proposals section: per strategy, how many of its trials a model proposed."""
+    if table.empty:
+        return [
+            h.paragraph(
+                "How each trial's configuration was proposed is not recorded in these results "
+                "(trials.csv has no proposed_by column: they were written by an hpo before it "
+                "recorded it).",
+                "note",
+            )
+        ]
+    found = [c for c in table.columns if c not in ("strategy", "seeds", "trials")]
+    counts = [c for c in found if not c.startswith("model_share")]
+    summary = "; ".join(
+        f"{r.strategy}: {r.model} of {r.trials} trials model-based"
+        + (f" ({r.perturbation} perturbed)" if r.perturbation else "")
+        for r in table.itertuples()
+    )
+    return [
+        h.paragraph(
+            "How each trial's configuration was proposed (trials.csv's proposed_by): from the "
+            "grid, at random, as a model-based searcher's random start-up trial, by the "
+            "searcher's fitted model (e.g. TPE), or by PBT perturbing a config it copied from "
+            "a better trial (counted once per trial). Model share = model / trials per run: "
+            f"the mean and the lowest over seeds. {summary}."
+        ),
+        h.table(
+            table,
+            {
+                "strategy": "strategy",
+                "seeds": "seeds",
+                "trials": "trials (all seeds)",
+                **{c: c.replace("_", " ") for c in counts},
+                "model_share_mean": "model share (mean over seeds)",
+                "model_share_min": "model share (lowest seed)",
+            },
+            {"model_share_mean": lambda v: _num(v, 2), "model_share_min": lambda v: _num(v, 2)},
+            table_id="proposals-table",
+        ),
+    ]
 
 
 def _target_sign(mode: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from hpo.report.tables import choice_index, space_kind
+from hpo.report.tables import AT_FIDELITY, choice_index, space_kind
 from hpo.strategies import STRATEGIES, strategy_order
 
 Colour = tuple[float, float, float]
@@ -254,17 +255,21 @@ def _segments(frame: pd.DataFrame) -> list[np.ndarray]:
 def hyperparameter_scatter_figure(
     table: pd.DataFrame,
     space: Mapping[str, Mapping[str, Any]],
-    metric: str,
+    value_label: str,
     colors: Mapping[str, Colour],
+    title: str = "",
 ) -> Figure:
-    """Each trial's best validation metric against each searched hyperparameter (log
-    axis for log domains, jittered categories), coloured by strategy."""
+    """Each trial's metric at one fidelity (`trials_at`; `value_label` names it, `title`
+    states the fidelity) against each searched hyperparameter (log axis for log
+    domains, jittered categories), coloured by strategy."""
     names = [n for n in space if f"config/{n}" in table]
     columns = min(3, max(len(names), 1))
     rows = max(1, math.ceil(len(names) / columns))
     figure = new_figure((4.6 * columns, 3.4 * rows + 0.5))
     axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
-    usable = table[np.isfinite(pd.to_numeric(table["best"], errors="coerce").astype(float))]
+    usable = table[np.isfinite(pd.to_numeric(table[AT_FIDELITY], errors="coerce").astype(float))]
+    if title:
+        figure.suptitle(title, fontsize="medium")
     if not names or usable.empty:
         _message(axes[0], "no trial with a finite metric yet")
         return figure
@@ -286,12 +291,12 @@ def hyperparameter_scatter_figure(
         for strategy in order:
             mask = (usable["strategy"] == strategy).to_numpy()
             ax.scatter(
-                xs[mask], usable["best"].to_numpy(float)[mask], s=10, alpha=0.6,
+                xs[mask], usable[AT_FIDELITY].to_numpy(float)[mask], s=10, alpha=0.6,
                 color=colors.get(strategy, (0.5, 0.5, 0.5)), label=strategy, rasterized=True,
             )  # fmt: skip
         scale = {"loguniform": "log scale", "choice": "category"}.get(kind, "linear")
         ax.set_xlabel(f"{name} ({kind}, {scale})")
-        ax.set_ylabel(f"trial's best {metric}")
+        ax.set_ylabel(value_label)
         ax.grid(alpha=0.3)
     for ax in axes[len(names) :]:
         ax.set_visible(False)
@@ -315,10 +320,14 @@ def parallel_coordinates_figure(
     best_range: tuple[float, float],
     colors: Mapping[str, Colour],
     ax: Any = None,
+    title: str = "",
 ) -> Figure:
     """The top trials as lines across one vertical axis per hyperparameter (position in
-    its domain, log for log domains) and a last axis for the metric."""
+    its domain, log for log domains) and a last axis for the metric (`metric` names it,
+    e.g. "val_accuracy at epoch 9"; `title` states the fidelity)."""
     figure, ax = _figure_and_axes(ax, (10, 4.8))
+    if title:
+        ax.set_title(title, fontsize="small")
     axes_names = [n for n in space if n in coordinates] + ["metric"]
     if coordinates.empty:
         _message(ax, "no trial with a finite metric yet")
@@ -337,7 +346,7 @@ def parallel_coordinates_figure(
             ax.text(x + 0.04, y, label, fontsize="x-small", va="center", color="0.2")
     ax.set_xlim(-0.2, len(axes_names) - 0.6)
     ax.set_ylim(-0.06, 1.06)
-    ax.set_xticks(xs, labels=[*axes_names[:-1], f"best {metric}"])
+    ax.set_xticks(xs, labels=[*axes_names[:-1], textwrap.fill(metric, 14)])
     ax.set_xlabel("hyperparameter")
     ax.set_ylabel("position in its domain (0 = low end, 1 = high end)")
     order = _present(colors, coordinates["strategy"].unique())
@@ -366,7 +375,7 @@ def _axis_labels(
 
 
 def importance_figure(table: pd.DataFrame, note: str, ax: Any = None) -> Figure:
-    """fANOVA importance per hyperparameter as horizontal bars."""
+    """fANOVA importance per hyperparameter as horizontal bars, `note` as the title."""
     figure, ax = _figure_and_axes(ax, (7, 0.5 * max(len(table), 2) + 1.2))
     if table.empty:
         _message(ax, f"importance not computed: {note}")
@@ -377,7 +386,60 @@ def importance_figure(table: pd.DataFrame, note: str, ax: Any = None) -> Figure:
     ax.set_ylabel("hyperparameter")
     ax.set_xlim(0, max(1.0, float(table["importance"].max())))
     ax.grid(alpha=0.3, axis="x")
-    ax.set_title(note, fontsize="small")
+    ax.set_title("\n".join(textwrap.wrap(note, 90)), fontsize="small")  # it states the fidelity
+    return figure
+
+
+def pbt_schedule_figure(
+    schedule: pd.DataFrame,
+    space: Mapping[str, Mapping[str, Any]],
+    color: Colour,
+    title: str = "",
+) -> Figure:
+    """The hyperparameter schedule of PBT's best trial per seed (`tables.pbt_schedule`):
+    one panel per hyperparameter (lr first) against the epoch, a step line per seed,
+    triangles at the epochs trained after the trial exploited another."""
+    names = list(dict.fromkeys(schedule["param"])) if not schedule.empty else []
+    columns = min(3, max(len(names), 1))
+    rows = max(1, math.ceil(len(names) / columns))
+    figure = new_figure((4.6 * columns, 3.2 * rows + 0.6))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    if not names:
+        _message(axes[0], "no pbt trial with a finite metric yet")
+        return figure
+    styles = ["-", "--", ":", "-."]
+    seeds = list(dict.fromkeys(schedule["seed"]))
+    for ax, name in zip(axes, names, strict=False):
+        mine = schedule[schedule["param"] == name]
+        for i, seed in enumerate(seeds):
+            line = mine[mine["seed"] == seed]
+            ax.step(line["epoch"], line["value"], where="post", color=color,
+                    linestyle=styles[i % len(styles)], label=f"seed {seed}")  # fmt: skip
+            jumps = line[line["exploited"].astype(bool)]
+            ax.scatter(jumps["epoch"], jumps["value"], marker="^", color="black", s=30, zorder=3)
+        domain = space.get(name)
+        log = space_kind(domain) == "loguniform" if domain else bool((mine["value"] > 0).all())
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch of the trial")
+        ax.set_ylabel(name + (" (log scale)" if log else ""))
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    if title:
+        figure.suptitle(title, fontsize="medium")
+    figure.legend(
+        handles=[
+            *(
+                Line2D([], [], color=color, linestyle=styles[i % len(styles)], label=f"seed {s}")
+                for i, s in enumerate(seeds)
+            ),
+            Line2D([], [], color="black", marker="^", ls="", label="first epoch after an exploit"),
+        ],
+        loc="outside lower center",
+        ncols=len(seeds) + 1,
+        fontsize="small",
+    )
     return figure
 
 

@@ -11,19 +11,26 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hpo.records import StudyRecord
-from hpo.results import TRIAL_STATUSES
+from hpo.results import DIVERGED, TRIAL_STATUSES, best_row
 from hpo.space import optuna_distribution
-from hpo.spec import Param
+from hpo.spec import Budget, Param
 from hpo.strategies import STRATEGIES, strategy_order
 
 RUN_KEYS = ["strategy", "seed"]
 TRIAL_KEYS = ["strategy", "seed", "trial_id"]
+# A trial's metric at the fidelity the hyperparameter analysis compares trials at.
+AT_FIDELITY = "at_fidelity"
+# Fewest trials a fidelity may rest on; below it the analysis takes a lower rung.
+MIN_FIDELITY_TRIALS = 8
+# trials.csv's proposed_by values, in the order the proposals table shows them.
+PROPOSERS: tuple[str, ...] = ("grid", "random", "startup", "model", "perturbation")
 # Strategies the others' speed-ups are measured against (time to target).
 BASELINES: tuple[str, ...] = tuple(name for name, s in STRATEGIES.items() if s.baseline)
 
@@ -66,6 +73,8 @@ def runs_frame(record: StudyRecord) -> pd.DataFrame:
                 "seed": seed,
                 "run_status": run.status if run is not None else "not started",
                 "run_wall_s": run.wall_s if run is not None else None,
+                # seconds in the searcher's and scheduler's calls; absent in older records
+                "decision_s": getattr(run, "decision_s", None),
                 "run_errors": run.errors if run is not None else None,
                 "selected_trial": best.trial_id if best else None,
                 "selected_epoch": best.epoch if best else None,
@@ -82,7 +91,7 @@ def runs_frame(record: StudyRecord) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    numeric = ("run_wall_s", "run_errors", "selected_val", "test", "selected_epoch")
+    numeric = ("run_wall_s", "decision_s", "run_errors", "selected_val", "test", "selected_epoch")
     for column in (*numeric, "checkpoint_epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
@@ -115,7 +124,8 @@ def run_table(runs: pd.DataFrame, trials: pd.DataFrame, metric: str, mode: str) 
     plus the run's status and its selected config's test metric from study.json.
 
     Wall time is the run's own `Tuner.fit` time where recorded, else the last report's
-    seconds since the run started."""
+    seconds since the run started; decision time (the driver's seconds in the searcher's
+    and scheduler's calls) is NaN where the run did not record it."""
     higher = _better_is_higher(mode)
     if trials.empty:
         per_run = pd.DataFrame(columns=[*RUN_KEYS, "trials", "epochs", "best_val", "last_wall_s"])
@@ -131,23 +141,24 @@ def run_table(runs: pd.DataFrame, trials: pd.DataFrame, metric: str, mode: str) 
             )
             .reset_index()
         )
-    base = runs[[*RUN_KEYS, "run_status", "run_wall_s", "test"]] if not runs.empty else None
-    if base is None:
-        table = per_run.assign(run_status="unknown", run_wall_s=np.nan, test=np.nan)
+    recorded = ["run_wall_s", "decision_s", "test"]
+    if runs.empty:
+        table = per_run.assign(run_status="unknown", **dict.fromkeys(recorded, np.nan))
     else:
+        base = runs.reindex(columns=[*RUN_KEYS, "run_status", *recorded])
         table = base.merge(per_run, on=RUN_KEYS, how="outer")
         table["run_status"] = table["run_status"].fillna("unknown")
     table["trials"] = table["trials"].fillna(0).astype(int)
     table["epochs"] = table["epochs"].fillna(0).astype(int)
     table["wall_s"] = table["run_wall_s"].astype(float).fillna(table["last_wall_s"].astype(float))
-    table["best_val"] = table["best_val"].astype(float)
-    table["test"] = table["test"].astype(float)
+    for column in ("best_val", "decision_s", "test"):
+        table[column] = table[column].astype(float)
     order = {s: i for i, s in enumerate(strategy_order(table["strategy"]))}
     table = table.sort_values(
         ["strategy", "seed"], key=lambda c: c.map(order) if c.name == "strategy" else c
     )
-    columns = [*RUN_KEYS, "run_status", "trials", "epochs", "wall_s", "best_val", "test"]
-    return table[columns].reset_index(drop=True)
+    columns = [*RUN_KEYS, "run_status", "trials", "epochs", "wall_s", "decision_s"]
+    return table[[*columns, "best_val", "test"]].reset_index(drop=True)
 
 
 def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -172,8 +183,9 @@ def seed_ranks(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
 
 def leaderboard(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Per strategy, over seeds: mean ± std of best validation metric and of the selected
-    config's test metric, mean trials/epochs/seconds per run, mean rank over seeds, and
-    how many of its runs finished (an unfinished run counts with its best so far).
+    config's test metric, mean trials/epochs/seconds per run (wall and decision time; the
+    latter over the seeds that measured it), mean rank over seeds, and how many of its
+    runs finished (an unfinished run counts with its best so far).
     Sorted by mean rank (then best validation mean): the comparison the study is for."""
     higher = _better_is_higher(mode)
     if runs.empty:
@@ -190,6 +202,7 @@ def leaderboard(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
         trials_per_run=("trials", "mean"),
         epochs_per_run=("epochs", "mean"),
         wall_s_per_run=("wall_s", "mean"),
+        decision_s_per_run=("decision_s", "mean"),
     )
     table = table.reindex(pd.Index(strategy_order(runs["strategy"]), name="strategy"))
     table[["seeds", "test_seeds"]] = table[["seeds", "test_seeds"]].fillna(0).astype(int)
@@ -360,13 +373,27 @@ def time_to_target_summary(
 
 
 # --------------------------------------------------------------- statistics
+def min_attainable_p(seeds: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon signed-rank test can give on
+    `seeds` paired values: every difference of one sign, 2 / 2**n (NaN below one seed)."""
+    return min(1.0, 2.0 / 2**seeds) if seeds >= 1 else math.nan
+
+
+def seeds_needed(alpha: float = 0.05) -> int:
+    """The fewest paired seeds with which that test can reach p < alpha at all."""
+    seeds = 1
+    while min_attainable_p(seeds) >= alpha:
+        seeds += 1
+    return seeds
+
+
 def pairwise_tests(runs: pd.DataFrame, mode: str, alpha: float = 0.05) -> pd.DataFrame:
     """For each pair of strategies, the Wilcoxon signed-rank test (scipy.stats, exact for
     small samples) on the final best validation metric, paired by seed.
 
     `difference` is mean(a − b) over the paired seeds; `better` names the strategy the
-    mean favours. With n paired seeds the smallest two-sided p-value possible is
-    2 / 2**n, so fewer than 6 seeds can never reach p < 0.05."""
+    mean favours; `min_p` is the smallest p-value the test could give on that many seeds
+    (`min_attainable_p`: below `seeds_needed(alpha)` seeds nothing can be significant)."""
     from scipy import stats
 
     higher = _better_is_higher(mode)
@@ -401,6 +428,7 @@ def pairwise_tests(runs: pd.DataFrame, mode: str, alpha: float = 0.05) -> pd.Dat
                 "wins_b": int((diff < 0).sum() if higher else (diff > 0).sum()),
                 "statistic": statistic,
                 "p_value": p_value,
+                "min_p": min_attainable_p(n),
                 "significant": bool(p_value < alpha) if not np.isnan(p_value) else False,
             }
         )
@@ -458,6 +486,214 @@ def best_configs(runs: pd.DataFrame, trials: pd.DataFrame, metric: str, mode: st
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------ fidelity
+@dataclass(frozen=True)
+class Fidelity:
+    """The one epoch at which the hyperparameter analysis compares trials, and why: a
+    trial stopped after one epoch by SHA must not sit beside one trained to the end."""
+
+    epoch: int
+    reason: str  # why this epoch, e.g. "max_epochs"
+    trials: int  # trials with a finite metric at `epoch`: what the analysis rests on
+    by_strategy: dict[str, int]  # those trials per strategy, in registry order
+    diverged: int  # trials that diverged before reaching `epoch` (left out)
+    stopped: int  # trials that stopped, or are still running, before `epoch` (left out)
+
+    def describe(self) -> str:
+        """E.g. "at epoch 9 (max_epochs): 93 trials that reached it (grid 30, sha 13)"."""
+        strategies = ", ".join(f"{s} {n}" for s, n in self.by_strategy.items())
+        return f"at epoch {self.epoch} ({self.reason}): {self.trials} trials that reached it" + (
+            f" ({strategies})" if strategies else ""
+        )
+
+    def left_out(self) -> str:
+        """The trials the analysis leaves out, in words."""
+        return (
+            f"left out: {self.stopped} trials that stopped (or are still running) before "
+            f"epoch {self.epoch} and {self.diverged} that diverged before reaching it"
+        )
+
+
+def fidelity_rungs(budget: Budget) -> list[int]:
+    """Successive-halving rungs min_epochs·η^k that fit in max_epochs, highest first."""
+    rungs, epoch = [], budget.min_epochs
+    while epoch <= budget.max_epochs:
+        rungs.append(epoch)
+        epoch *= budget.reduction_factor
+    return rungs[::-1]
+
+
+def _reached(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per trial and epoch with a finite metric (the last report of that epoch)."""
+    rows = trials.assign(**{AT_FIDELITY: _finite(trials[metric])}).dropna(subset=[AT_FIDELITY])
+    return rows.drop_duplicates([*TRIAL_KEYS, "epoch"], keep="last")
+
+
+def choose_fidelity(
+    trials: pd.DataFrame, metric: str, budget: Budget, min_trials: int = MIN_FIDELITY_TRIALS
+) -> Fidelity:
+    """The highest fidelity at least `min_trials` trials reached with a finite metric:
+    max_epochs if they did, else the highest successive-halving rung, else the highest
+    epoch; with fewer trials than that anywhere, the epoch most trials reached."""
+    counts = (
+        _reached(trials, metric).groupby("epoch")["trial_id"].size()
+        if not trials.empty
+        else pd.Series(dtype=int)
+    )
+    counts.index = counts.index.astype(int)
+    top = budget.max_epochs
+    short = f"fewer than {min_trials} trials reached max_epochs = {top}"
+    rungs = [r for r in fidelity_rungs(budget) if r != top]
+    candidates = [(top, "max_epochs")]
+    for rung in rungs:
+        k = round(math.log(rung / budget.min_epochs, budget.reduction_factor))
+        candidates.append((rung, f"rung min_epochs·η^{k}; {short}"))
+    for epoch in sorted(set(counts.index) - {top, *rungs}, reverse=True):
+        candidates.append((epoch, f"{short} or any rung"))
+    chosen = next(((e, why) for e, why in candidates if counts.get(e, 0) >= min_trials), None)
+    if chosen is None and counts.empty:
+        chosen = (top, "max_epochs; no trial has a finite metric yet")
+    elif chosen is None:  # a small study: the epoch most trials reached (highest of ties)
+        most = int(counts.max())
+        epoch = int(max(counts.index[counts == most]))
+        chosen = (epoch, f"fewer than {min_trials} trials reached any epoch; most reached this")
+    return _fidelity(trials, metric, *chosen)
+
+
+def _fidelity(trials: pd.DataFrame, metric: str, epoch: int, reason: str) -> Fidelity:
+    at = trials_at(trials, metric, epoch)
+    counts = at["strategy"].value_counts()
+    by_strategy = {s: int(counts[s]) for s in strategy_order(counts.index)}
+    if trials.empty:
+        return Fidelity(epoch, reason, 0, by_strategy, 0, 0)
+    status = trials.groupby(TRIAL_KEYS, sort=False)["status"].last()
+    missing = ~status.index.isin(pd.MultiIndex.from_frame(at[TRIAL_KEYS]))
+    diverged = int((status[missing] == DIVERGED).sum())
+    return Fidelity(epoch, reason, len(at), by_strategy, diverged, int(missing.sum()) - diverged)
+
+
+def trials_at(trials: pd.DataFrame, metric: str, epoch: int) -> pd.DataFrame:
+    """One row per trial that has a finite metric at `epoch`: that value (`at_fidelity`,
+    not a best-so-far from later epochs), the trial's status and epochs, and the config in
+    force at that epoch (PBT changes a trial's config as it trains)."""
+    config = [c for c in trials.columns if c.startswith("config/")]
+    columns = [*TRIAL_KEYS, "status", "epochs", AT_FIDELITY, *config]
+    if trials.empty:
+        return pd.DataFrame(columns=columns)
+    ends = trials.groupby(TRIAL_KEYS, sort=False).agg(
+        status=("status", "last"), epochs=("epoch", "max")
+    )
+    rows = _reached(trials, metric)
+    rows = rows[rows["epoch"] == epoch].drop(columns="status")
+    table = rows.merge(ends.reset_index(), on=TRIAL_KEYS, how="left")
+    return table[columns].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------- proposals
+def trial_proposers(trials: pd.DataFrame) -> pd.Series:
+    """How each trial's config was proposed (trials.csv's proposed_by), one value per
+    trial: "perturbation" if any of its rows says so (a PBT trial that exploited another),
+    else its first recorded value; "not_recorded" where it has none."""
+    keys = [trials[k] for k in TRIAL_KEYS]
+    first = trials["proposed_by"].groupby(keys, sort=False).first()
+    perturbed = trials["proposed_by"].eq("perturbation").groupby(keys, sort=False).any()
+    first = first.fillna("not_recorded").astype(str)
+    return first.mask(perturbed, "perturbation").rename("proposed_by")
+
+
+def proposals(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: seeds, trials (over all seeds), trials by how they were proposed
+    (grid, random, startup, model, perturbation, others found) and the model-based share
+    (model / trials) as the mean and the lowest over seeds. Empty for results from before
+    trials.csv recorded proposed_by."""
+    columns = ["strategy", "seeds", "trials", *PROPOSERS, "model_share_mean", "model_share_min"]
+    if trials.empty or "proposed_by" not in trials:
+        return pd.DataFrame(columns=columns)
+    proposers = trial_proposers(trials).reset_index()
+    counts = pd.crosstab([proposers["strategy"], proposers["seed"]], proposers["proposed_by"])
+    found = [*PROPOSERS, *sorted(set(counts.columns) - set(PROPOSERS))]
+    counts = counts.reindex(columns=found, fill_value=0)
+    counts["trials"] = counts.sum(axis=1)
+    counts["share"] = counts["model"] / counts["trials"]
+    table = counts.groupby(level="strategy").agg(
+        seeds=("trials", "size"),
+        trials=("trials", "sum"),
+        **{p: (p, "sum") for p in found},
+        model_share_mean=("share", "mean"),
+        model_share_min=("share", "min"),
+    )
+    table = table.reindex(strategy_order(table.index)).reset_index()
+    return table[[*columns[:-2], *found[len(PROPOSERS) :], *columns[-2:]]]
+
+
+# ------------------------------------------------------------------------ pbt
+def pbt_schedule(
+    trials: pd.DataFrame, metric: str, mode: str, strategy: str = "pbt"
+) -> pd.DataFrame:
+    """Per seed of `strategy`, the hyperparameter schedule of its best trial (the runner's
+    rule: best finite metric, never a diverged trial): one row per epoch and
+    hyperparameter — lr (from config/lr, else the `lr` metric) and every other numeric
+    config that changes in one of these trials — with `exploited` True at the first
+    epoch trained after the trial took another's weights and a perturbed config."""
+    columns = ["seed", "trial_id", "best", "epoch", "param", "value", "exploited"]
+    mine = trials[trials["strategy"] == strategy] if not trials.empty else trials
+    bests = []
+    for _, run in mine.groupby("seed", sort=True):
+        top = best_row(run.assign(**{metric: _finite(run[metric])}), metric, mode)
+        if top is not None:
+            trial = run[run["trial_id"] == top["trial_id"]].sort_values("epoch", kind="stable")
+            bests.append((top, trial.drop_duplicates("epoch", keep="last")))
+    values = [_schedule_params(trial) for _, trial in bests]
+    changing = {n for params in values for n, v in params.items() if v.nunique() > 1}
+    names = list(dict.fromkeys(n for params in values for n in params))
+    names = [n for n in names if n == "lr" or n in changing]
+    rows = [
+        pd.DataFrame(
+            {
+                "seed": top["seed"],
+                "trial_id": top["trial_id"],
+                "best": float(top[metric]),
+                "epoch": trial["epoch"].to_numpy(int),
+                "param": name,
+                "value": params[name].to_numpy(float),
+                "exploited": _exploits(trial).to_numpy(),
+            }
+        )
+        for (top, trial), params in zip(bests, values, strict=True)
+        for name in names
+        if name in params
+    ]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+
+
+def _schedule_params(trial: pd.DataFrame) -> dict[str, pd.Series]:
+    """A trial's numeric hyperparameters per epoch, lr first (config/lr, else the lr
+    metric, which also follows a learning-rate schedule)."""
+    numeric = {
+        c.removeprefix("config/"): pd.to_numeric(trial[c], errors="coerce")
+        for c in trial.columns
+        if c.startswith("config/") and trial[c].dtype != bool
+    }
+    params = {n: v for n, v in numeric.items() if v.notna().all()}
+    if "lr" not in params and "lr" in trial:
+        lr = pd.to_numeric(trial["lr"], errors="coerce")
+        if lr.notna().any():
+            params["lr"] = lr
+    return dict(sorted(params.items(), key=lambda item: item[0] != "lr"))
+
+
+def _exploits(trial: pd.DataFrame) -> pd.Series:
+    """True at the rows where the trial's config changed or proposed_by first turned
+    "perturbation": the first epoch after an exploit."""
+    config = trial[[c for c in trial.columns if c.startswith("config/")]].astype(str)
+    changed = (config != config.shift()).any(axis=1)
+    changed.iloc[:1] = False
+    if "proposed_by" in trial:
+        perturbed = trial["proposed_by"].eq("perturbation")
+        changed |= perturbed & ~perturbed.shift(fill_value=False)
+    return changed
+
+
 # ------------------------------------------------------------- hyperparameters
 def space_kind(domain: Mapping[str, Any]) -> str:
     """uniform / loguniform / randint / choice of one study `space` entry (as saved in
@@ -496,24 +732,27 @@ def normalized_position(values: pd.Series, domain: Mapping[str, Any]) -> pd.Seri
 
 
 def top_trials(table: pd.DataFrame, mode: str, count: int) -> pd.DataFrame:
-    """The `count` trials with the best validation metric over the whole study."""
+    """The `count` trials of `trials_at` with the best metric at its fidelity."""
     higher = _better_is_higher(mode)
-    ranked = table.dropna(subset=["best"]).sort_values("best", ascending=not higher, kind="stable")
+    ranked = table.dropna(subset=[AT_FIDELITY]).sort_values(
+        AT_FIDELITY, ascending=not higher, kind="stable"
+    )
     return ranked.head(count).reset_index(drop=True)
 
 
 def parallel_coordinates(
     table: pd.DataFrame, space: Mapping[str, Mapping[str, Any]], mode: str, count: int = 30
 ) -> pd.DataFrame:
-    """Top trials as rows, one [0, 1] column per hyperparameter plus the metric (scaled
-    over the shown trials, 1 = best), ready for a parallel-coordinates drawing."""
+    """Top trials of `trials_at` as rows, one [0, 1] column per hyperparameter plus the
+    metric (scaled over the shown trials, 1 = best), ready for a parallel-coordinates
+    drawing."""
     top = top_trials(table, mode, count)
-    frame = top[TRIAL_KEYS + ["best"]].copy()
+    frame = top[[*TRIAL_KEYS, AT_FIDELITY]].copy()
     for name, domain in space.items():
         column = f"config/{name}"
         if column in top:
             frame[name] = normalized_position(top[column], domain).to_numpy()
-    best = top["best"].astype(float)
+    best = top[AT_FIDELITY].astype(float)
     spread = best.max() - best.min()
     scaled = (best - best.min()) / spread if spread > 0 else best * 0 + 1.0
     frame["metric"] = scaled if mode == "max" else 1 - scaled
@@ -528,9 +767,9 @@ def importance(
     max_depth: int = 8,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, str]:
-    """fANOVA hyperparameter importance (Optuna's FanovaImportanceEvaluator) over every
-    trial of the study with a finite metric, through an in-memory Optuna study built
-    with create_trial/add_trials and distributions from the study's `space`.
+    """fANOVA hyperparameter importance (Optuna's FanovaImportanceEvaluator) over the
+    trials of `trials_at` (each trial's metric at one fidelity), through an in-memory
+    Optuna study built with create_trial/add_trials and distributions from `space`.
 
     Returns the table (param, importance, sorted) and a note on what was left out.
     The forest is smaller than Optuna's default (64 trees, depth 64), which takes ~25 s
@@ -541,14 +780,14 @@ def importance(
     empty = pd.DataFrame(columns=["param", "importance"])
     distributions = {n: optuna_distribution(Param.model_validate(space[n])) for n in names}
     values = {n: _param_values(table[f"config/{n}"], space[n]) for n in names}
-    usable = np.isfinite(table["best"].astype(float).to_numpy())
+    usable = np.isfinite(table[AT_FIDELITY].astype(float).to_numpy())
     for column in values.values():
         usable &= column.notna().to_numpy()
     trials = [
         optuna.trial.create_trial(
             params={n: values[n].iloc[i] for n in names},
             distributions=distributions,
-            value=float(table["best"].iloc[i]),
+            value=float(table[AT_FIDELITY].iloc[i]),
         )
         for i in np.flatnonzero(usable)
     ]
@@ -612,28 +851,36 @@ def status_counts(table: pd.DataFrame) -> dict[str, int]:
     return {**known, **{str(k): int(v) for k, v in counts.items()}}
 
 
-def choice_effects(trials: pd.DataFrame, space: Mapping[str, Any], mode: str) -> pd.DataFrame:
-    """For each categorical hyperparameter, per value: trials, epochs spent, the median and
-    the best of the trials' best metric (e.g. what each freezing policy reached)."""
+def choice_effects(
+    table: pd.DataFrame,
+    space: Mapping[str, Any],
+    mode: str,
+    started: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """For each categorical hyperparameter, per value: the trials of `trials_at` that used
+    it and the median and best of their metric at that fidelity (e.g. what each freezing
+    policy reached); with `started` (`trial_table`), also every trial started with it and
+    the epochs they spent."""
     higher = _better_is_higher(mode)
+    columns = ["param", "value", "trials", "median", "best"]
+    if started is not None:
+        columns[3:3] = ["trials_started", "epochs"]
     rows = []
     for name, domain in space.items():
         column = f"config/{name}"
-        if space_kind(domain) != "choice" or column not in trials:
+        if space_kind(domain) != "choice" or column not in table:
             continue
         choices = list(dict(domain)["choice"])
-        index = choice_index(trials[column], choices)
+        index = choice_index(table[column], choices)
+        spent = None if started is None else choice_index(started[column], choices)
         for i, option in enumerate(choices):
-            chosen = trials[index == i]
-            best = chosen["best"].dropna()
-            rows.append(
-                {
-                    "param": name,
-                    "value": str(option),
-                    "trials": len(chosen),
-                    "epochs": int(chosen["epochs"].sum()),
-                    "median_best": float(best.median()) if len(best) else math.nan,
-                    "best": float(best.max() if higher else best.min()) if len(best) else math.nan,
-                }
-            )
-    return pd.DataFrame(rows, columns=["param", "value", "trials", "epochs", "median_best", "best"])
+            values = table.loc[index == i, AT_FIDELITY].dropna()
+            row = {"param": name, "value": str(option), "trials": len(values)}
+            if spent is not None:
+                row["trials_started"] = int((spent == i).sum())
+                row["epochs"] = int(started.loc[spent == i, "epochs"].sum())
+            best = values.max() if higher else values.min()
+            row["median"] = float(values.median()) if len(values) else math.nan
+            row["best"] = float(best) if len(values) else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
