@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from hpo.spec import load_study, parse_study
+from hpo.spec import StudyError, load_study, parse_study
 from hpo.strategies import STRATEGIES, Strategy
 from hpo.strategies.plan import Plan, TunerPlan
 from tests import contracts
@@ -110,7 +110,12 @@ def test_every_trainable_takes_some_dataset():
 @pytest.mark.parametrize("budget", list(BUDGETS))
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_strategy_plan(name, budget):
-    study = parse_study({**TINY_STUDY, "budget": BUDGETS[budget]})
+    data = {**TINY_STUDY, "budget": BUDGETS[budget], "strategies": [name]}
+    if name == "bohb" and budget == "one-trial":  # min_epochs = max_epochs: no rungs
+        with pytest.raises(StudyError, match="budget.min_epochs: bohb stops trials at rungs"):
+            parse_study(data)
+        return
+    study = parse_study(data)
     for seed in (0, 7):
         contracts.check_strategy_plan(name, study, seed)
 

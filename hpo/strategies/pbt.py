@@ -60,7 +60,7 @@ class KeepInSpace:
 
 
 def tuner(study: Study, seed: int) -> TunerPlan:
-    from ray.tune.schedulers import PopulationBasedTraining
+    from hpo.strategies.capped_pbt import CappedPBT
 
     options = options_of(study, "pbt", PBTOptions)
     names = perturbable(study.space)
@@ -68,7 +68,8 @@ def tuner(study: Study, seed: int) -> TunerPlan:
     for name in names:
         domain = study.space[name].uniform or study.space[name].loguniform
         bounds[name] = (domain.low, domain.high)
-    scheduler = PopulationBasedTraining(
+    scheduler = CappedPBT(
+        max_running=study.max_concurrent_trials,
         time_attr="training_iteration",
         perturbation_interval=interval(study),
         hyperparam_mutations={n: spaces.tune_domain(study.space[n]) for n in names},
@@ -80,7 +81,7 @@ def tuner(study: Study, seed: int) -> TunerPlan:
     return TunerPlan(
         plan(study, seed),
         spaces.tune_space(study.space, study.fixed),
-        search_alg=seeded_sampler(seed),  # paused members wait for the population
+        search_alg=seeded_sampler(seed),  # the scheduler caps running trials itself
         scheduler=scheduler,
         keep_checkpoints=None,
     )
