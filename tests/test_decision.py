@@ -55,7 +55,8 @@ def test_real_strategy_objects_are_timed(study_dict, write_study):
     plan = STRATEGIES["bohb"].tuner(study, 0)
     searcher = decision.timed(plan.search_alg, "run-d")
     scheduler = decision.timed(plan.scheduler, "run-d")
-    assert pickle.loads(pickle.dumps(scheduler)).__class__.__name__ == "TimedAsyncHyperBandScheduler"
+    restored = pickle.loads(pickle.dumps(scheduler))
+    assert type(restored).__name__ == "TimedAsyncHyperBandScheduler"
     decision.reset("run-d")
     searcher.set_search_properties("val_accuracy", "max", plan.param_space)
     assert searcher.suggest("1") is not None
