@@ -322,3 +322,70 @@ def feature_cache(epochs: int = 5, echo: Callable[[str], None] = print) -> dict[
         f"{'identical' if same else 'DIFFERS'} (same model and seed)"
     )
     return {"recomputed_s": timings["False"], "cached_s": timings["True"], "speedup": speedup}
+
+
+def strategies(
+    study_dir: str | Path, target: float, echo: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """Per strategy of a finished study (mean ± std over its seeds): best validation and
+    test metric of the selected config, cumulative epochs until the run's best-so-far
+    validation metric first reached `target`, decision and wall seconds, and how its
+    trials were proposed. Prints a Markdown table (docs/benchmarks.md)."""
+    import pandas as pd
+
+    from hpo.report.tables import test_metric_name
+    from hpo.results import load_results
+    from hpo.strategies import strategy_order
+
+    results = load_results(study_dir)
+    metric, higher = results.metric, results.mode == "max"
+    trials = results.trials
+    rows = []
+    runs = list(results.record.runs.values())
+    for name in strategy_order({run.strategy for run in runs}):
+        mine = [run for run in runs if run.strategy == name and run.best is not None]
+        reached = []
+        for run in mine:
+            frame = trials[(trials["strategy"] == name) & (trials["seed"] == run.seed)]
+            frame = frame.sort_values("cum_epochs")
+            best = frame[metric].cummax() if higher else frame[metric].cummin()
+            hit = frame["cum_epochs"][best >= target if higher else best <= target]
+            reached.append(int(hit.iloc[0]) if not hit.empty else None)
+        mine_trials = trials[trials["strategy"] == name]
+        proposed = (
+            mine_trials.groupby(["seed", "trial_id"])["proposed_by"].first().value_counts()
+            if "proposed_by" in mine_trials
+            else pd.Series(dtype=int)
+        )
+        rows.append(
+            {
+                "strategy": name,
+                "seeds": len(mine),
+                "val": _mean_std([run.best.value for run in mine]),
+                "test": _mean_std([run.best.test.get(test_metric_name(metric)) for run in mine]),
+                "epochs_to_target": reached,
+                "decision_s": _mean_std([run.decision_s for run in mine], 2),
+                "wall_s": _mean_std([run.wall_s for run in mine], 1),
+                "proposed_by": ", ".join(f"{k} {v}" for k, v in proposed.items()),
+            }
+        )
+    echo(
+        f"| strategy | seeds | best {metric} | test | epochs to {metric} {'≥' if higher else '≤'} "
+        f"{target} (per seed) | decision s | wall s | trials by proposal (all seeds) |"
+    )
+    echo("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        epochs = ", ".join("not reached" if e is None else str(e) for e in row["epochs_to_target"])
+        echo(
+            f"| {row['strategy']} | {row['seeds']} | {row['val']} | {row['test']} | {epochs} | "
+            f"{row['decision_s']} | {row['wall_s']} | {row['proposed_by']} |"
+        )
+    return rows
+
+
+def _mean_std(values: Sequence[float | None], digits: int = 4) -> str:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return "n/a"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"

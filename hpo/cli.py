@@ -123,6 +123,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.overhead(trials=args.trials, epochs=args.epochs, scaling=args.scaling)
     elif args.which == "feature-cache":
         bench.feature_cache(epochs=args.epochs)
+    elif args.which == "strategies":
+        bench.strategies(args.results_dir, args.target)
     else:
         bench.memory(args.study)
     return 0
@@ -262,7 +264,7 @@ def _predict_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def _bench_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("which", choices=("overhead", "memory", "feature-cache"))
+    command.add_argument("which", choices=("overhead", "memory", "feature-cache", "strategies"))
     command.add_argument("--trials", type=int, default=16, help="overhead: trials of the job")
     command.add_argument(
         "--epochs", type=int, default=10, help="overhead: epochs per trial; feature-cache: epochs"
@@ -271,6 +273,12 @@ def _bench_arguments(command: argparse.ArgumentParser) -> None:
         "--scaling", type=_seed_list, default=[16, 64, 256], help="overhead: study sizes"
     )
     command.add_argument("--study", default="studies/digits_cnn.yaml", help="memory: study file")
+    command.add_argument(
+        "--results-dir", default="results/digits_cnn", help="strategies: a finished study"
+    )
+    command.add_argument(
+        "--target", type=float, default=0.98, help="strategies: validation metric to reach"
+    )
 
 
 DASHBOARD = "http://127.0.0.1:8265"
