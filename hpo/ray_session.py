@@ -10,6 +10,11 @@ import os
 SINGLE_HOST_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+class _NotRemoteFileNotFound(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Remote file not found")
+
+
 def quiet_ray() -> None:
     """One line per run is the progress report: silence Tune's tables and advisories."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -17,6 +22,8 @@ def quiet_ray() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Trials that the budget ended before they started have no rows: not worth a warning.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # A PBT member paused before its first result.json line is looked up on resume.
+    logging.getLogger("ray.tune.logger.logger").addFilter(_NotRemoteFileNotFound())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
