@@ -295,6 +295,24 @@ class Study(_Strict):
             )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_strategies(cls, data: Any) -> Any:
+        """No `strategies`: every registered strategy that the study can run (bohb needs
+        rungs, pbt a continuous hyperparameter); naming one that cannot is an error."""
+        if not isinstance(data, dict) or "strategies" in data:
+            return data
+        names = list(STRATEGIES)
+        budget = data.get("budget")
+        if isinstance(budget, dict) and budget.get("min_epochs", 1) >= budget.get("max_epochs", 2):
+            names.remove("bohb")
+        space = data.get("space")
+        if isinstance(space, dict) and not any(
+            isinstance(p, dict) and ("uniform" in p or "loguniform" in p) for p in space.values()
+        ):
+            names.remove("pbt")
+        return {**data, "strategies": names}
+
     @model_validator(mode="after")
     def _strategies_fit(self) -> Study:
         for name, options in self.strategy_options.items():

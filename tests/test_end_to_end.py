@@ -1,4 +1,4 @@
-"""A real tiny study through `hpo run` and Ray Tune: all six strategies, one seed."""
+"""A real tiny study through `hpo run` and Ray Tune: every registered strategy, one seed."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def test_layout_is_one_ray_tune_experiment_per_run(finished):
         assert len(starting) <= 2, strategy  # max_concurrent_trials
     study = read_study_record(study_dir)
     assert sorted(study.runs) == sorted(f"{s}/seed-0" for s in STRATEGIES)
+    assert all(0 < run.decision_s < run.wall_s for run in study.runs.values())
     assert study.versions["ray"] and study.ended_at
     for strategy in STRATEGIES:
         assert f"\n{strategy} " in done.stdout  # one leaderboard row per strategy
@@ -174,3 +175,14 @@ def test_ctrl_c_saves_state_and_the_next_run_resumes(tmp_path):
     assert len(trials) == 200 and trials["cum_epochs"].max() == 200  # the full budget, once
     assert not trials.duplicated(["trial_id", "epoch"]).any()
     assert json.loads((run / "hpo_run.json").read_text())["status"] == "finished"
+
+
+def test_every_trial_says_how_it_was_proposed(finished):
+    _, study_dir, _ = finished
+    trials = pd.read_csv(study_dir / "trials.csv")
+    proposed = trials.groupby("strategy")["proposed_by"].agg(set).to_dict()
+    assert proposed["grid"] == {"grid"}
+    assert proposed["random"] == proposed["asha"] == {"random"}
+    assert proposed["optuna"] == {"startup", "model"}  # 4 trials, 2 of them start-up
+    assert "startup" in proposed["bohb"]
+    assert proposed["pbt"] <= {"random", "perturbation"}

@@ -101,13 +101,28 @@ BAD_FIELDS = [
         "strategy_options.optuna.n_startup_trials: Input should be greater than 0",
     ),
     ("strategy_options", {"tpe": {}}, "strategy_options.tpe: unknown strategy"),
-    (
-        "space",
-        {"optimizer": {"choice": ["momentum", "adam"]}},
-        "strategies: pbt perturbs continuous hyperparameters, and the space has none",
-    ),
-    ("budget.min_epochs", 4, "budget.min_epochs: bohb stops trials at rungs"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "field", "value", "message"),
+    [
+        (
+            "pbt",
+            "space",
+            {"optimizer": {"choice": ["momentum", "adam"]}},
+            "strategies: pbt perturbs continuous hyperparameters, and the space has none",
+        ),
+        ("bohb", "budget.min_epochs", 4, "budget.min_epochs: bohb stops trials at rungs"),
+    ],
+)
+def test_a_strategy_the_study_cannot_run_is_refused(
+    write_study, study_dict, strategy, field, value, message
+):
+    path = write_study(_set({**study_dict, "strategies": ["random", strategy]}, field, value))
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    assert str(caught.value).startswith(f"{path}: {message}"), caught.value
 
 
 def test_options_of_a_strategy_the_study_does_not_run(write_study, study_dict):
@@ -158,3 +173,10 @@ def test_yaml_syntax_error_names_line(write_study):
 def test_top_level_must_be_mapping(write_study):
     with pytest.raises(StudyError, match="expected a mapping of study fields"):
         load_study(write_study("- a\n- b\n"))
+
+
+def test_default_strategies_are_those_the_study_can_run(write_study, study_dict):
+    study_dict["budget"] = {"max_epochs": 3, "min_epochs": 3, "total_epochs": 9}
+    study_dict["space"] = {"optimizer": {"choice": ["momentum", "adam"]}}
+    study = load_study(write_study(study_dict))
+    assert study.strategies == [s for s in STRATEGIES if s not in ("bohb", "pbt")]
