@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hpo import space as spaces
-from hpo.strategies.brackets import trials_for_budget
 from hpo.strategies.options import TPEOptions
 from hpo.strategies.plan import Plan, TunerPlan, options_of
 
@@ -26,19 +25,19 @@ if TYPE_CHECKING:
     from hpo.spec import Study
 
 
-def expected_trials(study: Study) -> int:
-    """Trials one bracket of successive halving starts on the budget: what the start-up
-    phase is a third of (ASHA's real count depends on which trials rungs promote)."""
-    b = study.budget
-    return trials_for_budget(b.total_epochs, b.min_epochs, b.max_epochs, b.reduction_factor)
+def startup_trials(study: Study) -> int:
+    """Random trials before TPE proposes: BOHB's own rule, a model once it has one point
+    more than there are hyperparameters (min_points_in_model = d + 1), at least 2."""
+    options = options_of(study, "bohb", TPEOptions)
+    return options.n_startup_trials or max(2, len(study.space) + 1)
 
 
 def plan(study: Study, seed: int) -> Plan:
     # Upper bound: every trial stopped at the first rung; the budget stopper ends the run.
     trials = study.budget.total_epochs // study.budget.min_epochs
-    options = options_of(study, "bohb", TPEOptions)
-    startup = options.n_startup_trials or max(2, expected_trials(study) // 3)
-    return Plan(trials, trials, planned_epochs=None, notes={"startup_trials": startup})
+    return Plan(
+        trials, trials, planned_epochs=None, notes={"startup_trials": startup_trials(study)}
+    )
 
 
 def tuner(study: Study, seed: int) -> TunerPlan:
@@ -51,7 +50,7 @@ def tuner(study: Study, seed: int) -> TunerPlan:
     return TunerPlan(
         plan(study, seed),
         spaces.tune_space(study.space, study.fixed),
-        search_alg=tpe_searcher(study, seed, options, expected_trials(study)),
+        search_alg=tpe_searcher(study, seed, options, startup_trials(study)),
         scheduler=ASHAScheduler(
             time_attr="training_iteration",
             max_t=b.max_epochs,

@@ -16,9 +16,10 @@ class _Options(BaseModel):
 class TPEOptions(_Options):
     """Optuna's TPE sampler (strategies `optuna` and `bohb`)."""
 
-    # Random start-up trials before TPE's model proposes; default: a third of the
-    # strategy's trials, at least 2 (Optuna's own default of 10 is the whole budget of a
-    # small study, which made "Bayesian optimization" random search).
+    # Random start-up trials before TPE's model proposes; default: `optuna` a third of its
+    # trials, `bohb` one more than there are hyperparameters, at least 2 (Optuna's own
+    # default of 10 is the whole budget of a small study, which made "Bayesian
+    # optimization" random search).
     n_startup_trials: PositiveInt | None = None
     # One joint Parzen estimator over all hyperparameters (Optuna's multivariate TPE)
     # instead of one per hyperparameter.

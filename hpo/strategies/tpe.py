@@ -32,11 +32,10 @@ def startup_trials(study: Study, trials: int) -> int:
 def tuner(study: Study, seed: int) -> TunerPlan:
     from hpo.strategies.tpe_search import tpe_searcher
 
-    planned = plan(study, seed)
-    options = options_of(study, "optuna", TPEOptions)
+    planned, options = plan(study, seed), options_of(study, "optuna", TPEOptions)
     return TunerPlan(
         planned,
         spaces.tune_space(study.space, study.fixed),
-        search_alg=tpe_searcher(study, seed, options, planned.planned_trials),
+        search_alg=tpe_searcher(study, seed, options, planned.notes["startup_trials"]),
         max_concurrent_trials=study.max_concurrent_trials,
     )

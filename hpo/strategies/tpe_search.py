@@ -62,15 +62,14 @@ class RungAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-def tpe_searcher(study: Any, seed: int, options: Any, trials: int) -> RungAwareOptunaSearch:
-    """The TPE searcher of the `optuna` and `bohb` strategies: `trials` is how many trials
-    the strategy expects, which sets the default start-up phase (a third, at least 2)."""
+def tpe_searcher(study: Any, seed: int, options: Any, startup: int) -> RungAwareOptunaSearch:
+    """The TPE searcher of the `optuna` and `bohb` strategies, `startup` random trials
+    first (each strategy's plan says how many)."""
     import warnings
 
     from optuna.exceptions import ExperimentalWarning
     from optuna.samplers import TPESampler
 
-    startup = options.n_startup_trials or max(2, trials // 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         sampler = TPESampler(
