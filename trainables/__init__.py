@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# What every trainable reports each epoch through `ray.tune.report` (see trainables.loop).
 # Result keys of the config in force each epoch (hp/lr …): PBT changes configs mid-trial.
 HYPERPARAMETER_PREFIX = "hp/"
+# What every trainable reports each epoch through `ray.tune.report` (see trainables.loop).
 EPOCH_METRICS: tuple[str, ...] = (
     "epoch",
     "train_loss",
