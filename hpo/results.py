@@ -17,8 +17,7 @@ import pandas as pd
 
 from hpo.records import StudyRecord, read_study_record
 from hpo.spec import Study, StudyError
-from hpo.strategies.plan import PROPOSED_BY
-from trainables import EPOCH_METRICS, HYPERPARAMETER_PREFIX
+from trainables import EPOCH_METRICS, HYPERPARAMETER_PREFIX, PROPOSED_BY
 
 METRIC_COLUMNS = [*EPOCH_METRICS, "diverged", "early_stopped"]
 # Trial statuses as the results and the report show them.
@@ -84,7 +83,7 @@ def trial_frame(
         for key in config_keys:
             frame[f"config/{key}"] = _in_force(rows, trial.config, key)
         proposed = _in_force(rows, trial.config, PROPOSED_BY)
-        frame[PROPOSED_BY] = [p if isinstance(p, str) else proposes for p in proposed]
+        frame[PROPOSED_BY] = [p if isinstance(p, str) and p else proposes for p in proposed]
         frame.insert(0, "status", trial_status(trial.status, frame, max_epochs, run_finished))
         frame.insert(0, "trial_id", trial.trial_id)
         frames.append(frame)

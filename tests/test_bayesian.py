@@ -10,8 +10,9 @@ import numpy as np
 
 from hpo.spec import parse_study
 from hpo.strategies import STRATEGIES
-from hpo.strategies.plan import MODEL, PROPOSED_BY, STARTUP
+from hpo.strategies.plan import MODEL, STARTUP
 from tests.conftest import TINY_STUDY
+from trainables import PROPOSED_BY
 
 OPTIMUM = {"lr": 1e-2, "dropout": 0.2}
 

@@ -95,6 +95,10 @@ def test_exploiting_trial_continues_from_the_copied_checkpoint(ray_session, tmp_
                 torch.allclose(scratch.states[0]["model"][name], tensor, atol=1e-6)
                 for name, tensor in saved["model"].items()
             )
+            # Labelled per epoch: the trial's own random config, then the perturbed copy.
+            rows = frame[frame["trial_id"] == policy.stem.removeprefix("pbt_policy_")]
+            assert set(rows.loc[rows["epoch"] <= step, "proposed_by"]) == {"random"}
+            assert set(rows.loc[rows["epoch"] > step, "proposed_by"]) == {"perturbation"}
             exploits += 1
     assert exploits >= 1
     perturbed = frame[frame["proposed_by"] == "perturbation"]

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 # Result keys of the config in force each epoch (hp/lr …): PBT changes configs mid-trial.
 HYPERPARAMETER_PREFIX = "hp/"
+# The config key through which hpo's searchers say how they proposed a trial's config; the
+# models ignore it, every result carries it (hp/proposed_by, "" where the config has none).
+PROPOSED_BY = "proposed_by"
 # What every trainable reports each epoch through `ray.tune.report` (see trainables.loop).
 EPOCH_METRICS: tuple[str, ...] = (
     "epoch",

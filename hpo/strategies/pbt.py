@@ -17,13 +17,13 @@ from hpo import space as spaces
 from hpo.strategies.options import PBTOptions
 from hpo.strategies.plan import (
     PERTURBATION,
-    PROPOSED_BY,
     Plan,
     TunerPlan,
     full_fidelity_plan,
     options_of,
     seeded_sampler,
 )
+from trainables import PROPOSED_BY
 
 if TYPE_CHECKING:
     from hpo.spec import Param, Study

@@ -65,9 +65,7 @@ def seeded_sampler(seed: int, max_concurrent: int | None = None):
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
 
 
-# The config key through which a searcher says how it proposed a trial's configuration
-# (trials.csv's proposed_by column): the trainables ignore it, the results read it.
-PROPOSED_BY = "proposed_by"
+# trials.csv's proposed_by: how a searcher proposed a trial's configuration.
 STARTUP, MODEL, PERTURBATION = "startup", "model", "perturbation"
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from hpo.strategies.plan import MODEL, PROPOSED_BY, STARTUP
+from hpo.strategies.plan import MODEL, STARTUP
+from trainables import PROPOSED_BY
 
 
 class RungAwareOptunaSearch(OptunaSearch):
