@@ -69,6 +69,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tabulate(args: argparse.Namespace) -> int:
+    from hpo.tabulate import tabulate
+
+    tabulate(
+        args.file,
+        args.results,
+        configs=args.configs,
+        seeds=args.seeds,
+        sample_seed=args.sample_seed,
+        fresh=args.fresh,
+        address=args.address,
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from hpo.export import export
 
@@ -223,6 +238,23 @@ def _run_arguments(command: argparse.ArgumentParser) -> None:
     _data_dir(command)
 
 
+def _tabulate_arguments(command: argparse.ArgumentParser) -> None:
+    _study_file(command)
+    command.add_argument(
+        "--configs", type=int, default=200, help="configurations of the space (default 200)"
+    )
+    command.add_argument(
+        "--seeds", type=_seed_list, help="training seeds per config (default: the study's)"
+    )
+    command.add_argument(
+        "--sample-seed", type=int, default=0, help="seed of the configurations' sample"
+    )
+    command.add_argument("--results", default="results", help="results root (default: results)")
+    command.add_argument("--address", help="existing Ray cluster (auto, host:port, ray://…)")
+    command.add_argument("--fresh", action="store_true", help="discard the table and start over")
+    _data_dir(command)
+
+
 def _export_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("results_dir", help="a study's results folder, e.g. results/digits_cnn")
     command.add_argument("--strategy", default="best", help="a strategy name, or best (default)")
@@ -327,6 +359,11 @@ COMMANDS: dict[str, Command] = {
         cmd_report,
         "write the comparison report (report/index.html) of a study's saved results",
         _report_arguments,
+    ),
+    "tabulate": (
+        cmd_tabulate,
+        "record learning curves: N configs × K seeds for max_epochs, for replays",
+        _tabulate_arguments,
     ),
     "export": (
         cmd_export,

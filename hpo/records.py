@@ -22,6 +22,7 @@ from hpo.spec import DatasetSpec, Resources, Study, StudyError, resolved
 RECORD_FORMAT = 1  # what this hpo writes; it reads this and the unversioned files before it
 STUDY_FILE = "study.json"
 RUN_MARKER = "hpo_run.json"
+TABLE_RECORD_FILE = "table.json"
 
 RunStatus = Literal["running", "finished", "interrupted", "failed"]
 RUN_STATUSES: tuple[str, ...] = RunStatus.__args__
@@ -112,6 +113,23 @@ class StudyRecord(_Record):
         return self.runs.get(run_key(strategy, seed))
 
 
+class TableRecord(_Record):
+    """`<results>/<study>/table/table.json`: a learning-curve table (hpo tabulate) — which
+    configurations and training seeds, of which version of the study file."""
+
+    format: int = RECORD_FORMAT
+    study_file: str
+    study_hash: str
+    sample_seed: int  # the configurations are a sample of the space with this seed
+    configs: list[dict[str, Any]]  # config_id → the searched hyperparameters
+    seeds: list[int]  # training seeds, each config trained once per seed
+    status: str = "running"  # running | finished
+    started_at: str | None = None
+    ended_at: str | None = None
+    wall_s: float | None = None  # seconds in Tuner.fit over every resume
+    rows: int | None = None  # rows of table.csv: config × seed × epoch
+
+
 def run_key(strategy: str, seed: int) -> str:
     return f"{strategy}/seed-{seed}"
 
@@ -166,7 +184,17 @@ def write_run_record(directory: str | Path, record: RunRecord) -> Path:
     return write_json(Path(directory) / RUN_MARKER, record.model_dump(mode="json"))
 
 
+def write_table_record(table_dir: str | Path, record: TableRecord) -> Path:
+    return write_json(Path(table_dir) / TABLE_RECORD_FILE, record.model_dump(mode="json"))
+
+
 # ---------------------------------------------------------------- the reader
+def read_table_record(table_dir: str | Path) -> TableRecord | None:
+    """table.json of a table folder, or None where no table was started."""
+    path = Path(table_dir) / TABLE_RECORD_FILE
+    return _validate(TableRecord, _load(path), path) if path.is_file() else None
+
+
 def read_study_record(study_dir: str | Path) -> StudyRecord:
     """study.json of a results folder; StudyError (one line) when absent or unreadable."""
     path = Path(study_dir) / STUDY_FILE
@@ -290,17 +318,21 @@ __all__ = [
     "RUN_MARKER",
     "RUN_STATUSES",
     "STUDY_FILE",
+    "TABLE_RECORD_FILE",
     "EXPORT_KIND",
     "BestTrial",
     "ExportRecord",
     "Machine",
     "RunRecord",
     "StudyRecord",
+    "TableRecord",
     "read_export",
     "read_run_record",
     "read_study_record",
+    "read_table_record",
     "run_dir",
     "run_key",
     "write_run_record",
     "write_study_record",
+    "write_table_record",
 ]
