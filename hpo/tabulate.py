@@ -85,6 +85,8 @@ def tabulate(
         record.status, record.ended_at = "finished", now_iso()
     write_table_record(folder, record)
     echo(f"{folder / TABLE_FILE}: {len(table)} rows of {expected}, {record.wall_s:.0f} s")
+    if record.status != "finished":  # Tune caught Ctrl-C and saved its state
+        echo("interrupted: run the same command again to resume the table")
     return folder
 
 
