@@ -20,8 +20,10 @@ class TuneReporter:
     """`trainables.loop.Reporter` backed by `tune.report` / `tune.get_checkpoint`; every
     result names the Ray node that computed it (trials.csv's node_id)."""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, checkpoints: bool = True) -> None:
         import ray
+
+        self.checkpoints = checkpoints  # False: metrics only (a table needs no resuming)
 
         self.node_id = ray.get_runtime_context().get_node_id()
         # The hyperparameters in force, with every epoch's result: PBT changes a trial's
@@ -44,7 +46,7 @@ class TuneReporter:
 
     def report(self, metrics: dict[str, Any], state: dict | None) -> None:
         metrics = {**metrics, **self.in_force, "node_id": self.node_id}
-        if state is None:
+        if state is None or not self.checkpoints:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="hpo-ckpt-") as directory:
@@ -59,6 +61,7 @@ def run_trial(
     max_epochs: int,
     threads: int | None = None,
     gpu: float = 0.0,
+    checkpoints: bool = True,
 ) -> None:
     """Function trainable given to Tuner through `tune.with_parameters` (data shipped once).
     A trial given a (fraction of a) GPU trains on it; Ray sets CUDA_VISIBLE_DEVICES."""
@@ -67,7 +70,7 @@ def run_trial(
         trainable_name,
         config,
         data,
-        TuneReporter(config),
+        TuneReporter(config, checkpoints),
         max_epochs=max_epochs,
         threads=threads,
         device=device,
