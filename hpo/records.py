@@ -62,7 +62,8 @@ class RunRecord(_Record):
     fit_started: float | None = None  # the current Tuner.fit call's start
     wall_s: float | None = None  # seconds in Tuner.fit over every resume; None before one ended
     # Of wall_s, seconds the driver spent deciding: inside the searcher's and the scheduler's
-    # calls (suggest, on_trial_result, choose_trial_to_run …; hpo.strategies.decision).
+    # calls (suggest, on_trial_result, choose_trial_to_run …; hpo.strategies.decision);
+    # None for a run that was resumed (Tune's restored copies are not timed).
     decision_s: float | None = None
     data_sizes: dict[str, int] = {}
     errors: int | None = None  # trials that Ray Tune reported as errored

@@ -246,7 +246,8 @@ class StudyRunner:
         began = run.fit_started = time.time()
         grid = tuner.fit()
         run.wall_s = (run.wall_s or 0.0) + time.time() - began
-        run.decision_s = (run.decision_s or 0.0) + decision.seconds(str(path))
+        # Tune's restored copies of the searcher and scheduler are not timed: unknown.
+        run.decision_s = None if restoring else decision.seconds(str(path))
         if not run_complete(path, self.study.budget.total_epochs):
             # Tune caught Ctrl-C, saved its state and returned: resumable, not finished.
             run.status = "interrupted"

@@ -35,16 +35,17 @@ def test_decision_calls_are_timed_once_and_counted_per_run():
     assert decision.seconds("run-b") == 0.0
 
 
-def test_timed_objects_pickle_back_timed_with_their_state():
+def test_timed_objects_pickle_as_the_plain_original_with_its_state():
+    """What Tune saves and restores is the object as it would be without timing."""
     decision.reset("run-c")
     scheduler = decision.timed(FakeScheduler(), "run-c")
     scheduler.on_trial_result("t", {})
     for dumps in (pickle.dumps, cloudpickle.dumps):
         copy = pickle.loads(dumps(scheduler))
-        assert type(copy) is type(scheduler) and copy.calls == 1
+        assert type(copy) is FakeScheduler and copy.__dict__ == {"calls": 1}
         before = decision.seconds("run-c")
         copy.choose_trial_to_run(None)
-        assert decision.seconds("run-c") > before
+        assert decision.seconds("run-c") == before
 
 
 def test_real_strategy_objects_are_timed(study_dict, write_study):
@@ -55,8 +56,8 @@ def test_real_strategy_objects_are_timed(study_dict, write_study):
     plan = STRATEGIES["bohb"].tuner(study, 0)
     searcher = decision.timed(plan.search_alg, "run-d")
     scheduler = decision.timed(plan.scheduler, "run-d")
-    restored = pickle.loads(pickle.dumps(scheduler))
-    assert type(restored).__name__ == "TimedAsyncHyperBandScheduler"
+    assert type(scheduler).__name__ == "TimedAsyncHyperBandScheduler"
+    assert type(pickle.loads(pickle.dumps(scheduler))).__name__ == "AsyncHyperBandScheduler"
     decision.reset("run-d")
     searcher.set_search_properties("val_accuracy", "max", plan.param_space)
     assert searcher.suggest("1") is not None

@@ -1,10 +1,11 @@
 """Decision time: seconds the driver spends inside a strategy's searcher and scheduler.
 
 `timed(obj, key)` swaps the object's class for a subclass whose decision methods add
-their time to `seconds(key)`. Tune holds the same objects (and pickles them into its
-saved state: the subclass pickles back to a timed object of the original class, so a
-restored run keeps counting). Calls a timed method makes to another one of the same
-object count once.
+their time to `seconds(key)`; Tune holds the same objects while the run is live. Calls a
+timed method makes to another one of the same object count once. A timed object pickles
+as the plain original (Tune saves searchers and schedulers into its experiment state), so
+what `Tuner.restore` reads back is exactly what it would read without timing, and a
+restored run is not timed (its decision time is unknown, not zero).
 """
 
 from __future__ import annotations
@@ -65,14 +66,18 @@ def _timing(name: str):
     return method
 
 
+_TIMING_STATE = ("_decision_key", "_decision_depth")
+
+
 def _rebuild(base: type, state: dict[str, Any]) -> Any:
     obj = base.__new__(base)
     obj.__dict__.update(state)
-    return timed(obj, state["_decision_key"])
+    return obj
 
 
 def _reduce(self: Any, protocol: int) -> tuple:
-    return _rebuild, (self._untimed_class, {**self.__dict__, "_decision_depth": 0})
+    state = {k: v for k, v in self.__dict__.items() if k not in _TIMING_STATE}
+    return _rebuild, (self._untimed_class, state)
 
 
 @cache
