@@ -193,21 +193,10 @@ class StudyRunner:
         return run is not None and run.status == "finished"
 
     def _data(self, seed: int):
-        from trainables import trainable_info
-        from trainables.data import load_dataset
-
         split_seed = self.study.dataset.split_seed
         key = seed if split_seed is None else split_seed
         if key not in self._bundles:
-            d, info = self.study.dataset, trainable_info(self.study.trainable)
-            self._bundles[key] = load_dataset(
-                d.name,
-                d.val_fraction,
-                d.test_fraction,
-                key,
-                scale=info.input_scale,
-                **d.loader_options(),
-            )
+            self._bundles[key] = study_data(self.study, key)
         return self._bundles[key]
 
     def _run_one(self, strategy: str, seed: int) -> RunRecord:
@@ -355,6 +344,22 @@ class StudyRunner:
             f"{'n/a' if value is None else f'{value:.4f}'}, test accuracy "
             f"{'n/a' if test is None else f'{test:.4f}'}, {run.wall_s:.0f} s"
         )
+
+
+def study_data(study: Study, split_seed: int):
+    """The study's dataset, split with `split_seed`, scaled as its trainable expects."""
+    from trainables import trainable_info
+    from trainables.data import load_dataset
+
+    d = study.dataset
+    return load_dataset(
+        d.name,
+        d.val_fraction,
+        d.test_fraction,
+        split_seed,
+        scale=trainable_info(study.trainable).input_scale,
+        **d.loader_options(),
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -131,20 +131,11 @@ def _tuner(study: Study, folder: Path, configs: list[dict[str, Any]], seeds: lis
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from hpo import space as spaces
-    from trainables import trainable_info
-    from trainables.data import load_dataset
+    from hpo.runner import study_data
     from trainables.tune_trial import run_trial
 
-    d = study.dataset
-    split = d.split_seed if d.split_seed is not None else study.seeds[0]  # one split, fixed
-    data = load_dataset(
-        d.name,
-        d.val_fraction,
-        d.test_fraction,
-        split,
-        scale=trainable_info(study.trainable).input_scale,
-        **d.loader_options(),
-    )
+    split = study.dataset.split_seed
+    data = study_data(study, study.seeds[0] if split is None else split)  # one fixed split
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,

@@ -308,7 +308,6 @@ def test_anytime_curves_keep_both_axes(drawn):
         assert {ax.get_xlabel() for ax in figures[name].axes} == {fig.X_LABELS[x]}
 
 
-@pytest.mark.skipif("pbt" not in STRATEGIES, reason="pbt is not registered")
 def test_pbt_schedule_of_the_best_pbt_trial_per_seed(complete):
     study_dir, index = complete
     trials = pd.read_csv(study_dir / "trials.csv")
