@@ -22,11 +22,28 @@ def _csv_list(text: str) -> list[str]:
 
 def _seed_list(text: str) -> list[int]:
     try:
-        return [int(part) for part in _csv_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+        return seed_list(text)
+    except StudyError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--seeds: ")) from None
+
+
+def seed_list(text: str) -> list[int]:
+    """Seeds as `0,1,2`, `0-49` (both ends included) or a mix (`0-4,7`)."""
+    seeds: list[int] = []
+    for part in _csv_list(text):
+        low, dash, high = part.partition("-")
+        try:
+            bounds = (int(low), int(high)) if dash and low else (int(part), int(part))
+        except ValueError:
+            raise StudyError(
+                f"--seeds: expected integers or LOW-HIGH ranges, e.g. 0-49 or 0,1, got {text!r}"
+            ) from None
+        if bounds[0] > bounds[1]:
+            raise StudyError(f"--seeds: {part} is an empty range (expected LOW-HIGH, LOW ≤ HIGH)")
+        seeds += [s for s in range(bounds[0], bounds[1] + 1) if s not in seeds]
+    if not seeds:
+        raise StudyError(f"--seeds: no seed in {text!r}")
+    return seeds
 
 
 def _assignment(text: str) -> tuple[str, object]:
@@ -80,6 +97,21 @@ def cmd_tabulate(args: argparse.Namespace) -> int:
         sample_seed=args.sample_seed,
         fresh=args.fresh,
         address=args.address,
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from hpo.replay.runs import replay
+
+    replay(
+        args.file,
+        table=args.table,
+        results_root=args.results,
+        seeds=seed_list(args.seeds) if args.seeds else None,
+        strategies=args.strategies,
+        workers=args.workers,
+        charge_decisions=args.charge_decisions,
     )
     return 0
 
@@ -238,13 +270,33 @@ def _run_arguments(command: argparse.ArgumentParser) -> None:
     _data_dir(command)
 
 
+def _replay_arguments(command: argparse.ArgumentParser) -> None:
+    _study_file(command)
+    command.add_argument("--table", help="the table folder (default: <results>/<study>/table)")
+    command.add_argument("--seeds", help="replay seeds, e.g. 0-49 (default: the study's)")
+    command.add_argument("--strategies", type=_csv_list, help="subset, e.g. random,asha")
+    command.add_argument(
+        "--workers", type=int, help="simulated workers (default: max_concurrent_trials)"
+    )
+    command.add_argument(
+        "--charge-decisions",
+        action="store_true",
+        help="add the searchers' and schedulers' measured decision time to the clock",
+    )
+    command.add_argument(
+        "--results", default="results", help="results root: writes <results>/<study>/replay"
+    )
+
+
 def _tabulate_arguments(command: argparse.ArgumentParser) -> None:
     _study_file(command)
     command.add_argument(
         "--configs", type=int, default=200, help="configurations of the space (default 200)"
     )
     command.add_argument(
-        "--seeds", type=_seed_list, help="training seeds per config (default: the study's)"
+        "--seeds",
+        type=_seed_list,
+        help="training seeds per config, e.g. 0-2 (default: the study's)",
     )
     command.add_argument(
         "--sample-seed", type=int, default=0, help="seed of the configurations' sample"
@@ -364,6 +416,11 @@ COMMANDS: dict[str, Command] = {
         cmd_tabulate,
         "record learning curves: N configs × K seeds for max_epochs, for replays",
         _tabulate_arguments,
+    ),
+    "replay": (
+        cmd_replay,
+        "simulate every strategy × seed on a recorded table (no training), as a results folder",
+        _replay_arguments,
     ),
     "export": (
         cmd_export,

@@ -85,6 +85,30 @@ class Machine(_Record):
     cluster_cpus: float | None = None
 
 
+class ReplayInfo(_Record):
+    """How a replayed study (`hpo replay`) was simulated: on which learning-curve table,
+    with how many simulated workers, and how well its surrogate predicts held-out curves.
+    Its runs' wall_s and trials.csv's wall_s are simulated seconds; nothing was trained."""
+
+    simulated: Literal[True] = True
+    table: str  # the table folder (hpo tabulate)
+    table_hash: str  # the study hash the table was recorded for
+    table_configs: int
+    table_seeds: list[int]
+    workers: int
+    charge_decisions: bool  # whether the searchers' measured decision time advanced the clock
+    # How a proposed configuration's curve is found: "exact" (the table holds every config
+    # the strategies can propose) or the surrogate's description for the others.
+    surrogate: str | None = None
+    # Held-out error of the surrogate (configs left out of its fit): mean absolute error of
+    # the study's metric at max_epochs, and over every epoch of the curve.
+    surrogate_mae_final: float | None = None
+    surrogate_mae_curve: float | None = None
+    predicted_share: float | None = None  # share of simulated trial-epochs the surrogate gave
+    real_s: float | None = None  # seconds the replay itself took
+    simulated_s: float | None = None  # simulated seconds over every run
+
+
 class StudyRecord(_Record):
     """`<results>/<study>/study.json`: the resolved study, provenance and every run."""
 
@@ -97,6 +121,11 @@ class StudyRecord(_Record):
     started_at: str | None = None
     ended_at: str | None = None
     runs: dict[str, RunRecord] = {}
+    replay: ReplayInfo | None = None  # set for a replay (hpo replay): simulated, not trained
+
+    @property
+    def simulated(self) -> bool:
+        return self.replay is not None
 
     @field_serializer("study")
     def _plain_study(self, study: Study) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.records import StudyRecord, read_study_record
+from hpo.records import RunRecord, StudyRecord, read_study_record
 from hpo.spec import Study, StudyError
 from trainables import EPOCH_METRICS, HYPERPARAMETER_PREFIX, PROPOSED_BY
 
@@ -87,6 +87,14 @@ def trial_frame(
         frame.insert(0, "status", trial_status(trial.status, frame, max_epochs, run_finished))
         frame.insert(0, "trial_id", trial.trial_id)
         frames.append(frame)
+    return run_frame(frames, strategy, seed, run_started)
+
+
+def run_frame(
+    frames: list[pd.DataFrame], strategy: str, seed: int, run_started: float
+) -> pd.DataFrame:
+    """One run's trials (each a frame of its epochs, with report_time) as trials.csv rows:
+    in the order they were reported, with the epochs the run had spent and its clock."""
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True).sort_values("report_time", kind="stable")
@@ -95,6 +103,28 @@ def trial_frame(
     frame["cum_epochs"] = range(1, len(frame) + 1)
     frame["wall_s"] = frame["report_time"] - run_started
     return frame.reset_index(drop=True)
+
+
+def summarize_run(run: RunRecord, frame: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    """Set a run record's trial, epoch and status counts from its trials.csv rows;
+    returns its best row by validation (best_row), None when nothing finite was reported."""
+    run.trials = int(frame["trial_id"].nunique()) if not frame.empty else 0
+    run.epochs = int(len(frame))
+    run.statuses = (
+        frame.groupby("trial_id")["status"].first().value_counts().to_dict()
+        if not frame.empty
+        else {}
+    )
+    return None if frame.empty else best_row(frame, metric, mode)
+
+
+def best_config(row: pd.Series) -> dict[str, Any]:
+    """The config/<k> values of a trials.csv row, as plain Python values."""
+    return {
+        k.removeprefix("config/"): v.item() if hasattr(v, "item") else v
+        for k, v in row.items()
+        if k.startswith("config/")
+    }
 
 
 def _in_force(rows: pd.DataFrame, config: dict[str, Any], key: str) -> list[Any]:

@@ -282,14 +282,7 @@ class StudyRunner:
         once on test from its best checkpoint."""
         metric, mode = self.study.metric.name, self.study.metric.mode
         frame = self._run_frame(run)
-        run.trials = int(frame["trial_id"].nunique()) if not frame.empty else 0
-        run.epochs = int(len(frame))
-        run.statuses = (
-            frame.groupby("trial_id")["status"].first().value_counts().to_dict()
-            if not frame.empty
-            else {}
-        )
-        row = None if frame.empty else res.best_row(frame, metric, mode)
+        row = res.summarize_run(run, frame, metric, mode)
         if row is None:
             run.best = None
             return
@@ -300,11 +293,7 @@ class StudyRunner:
             cum_epochs=int(row["cum_epochs"]),
             metric=metric,
             value=float(row[metric]),
-            config={
-                k.removeprefix("config/"): _plain(v)
-                for k, v in row.items()
-                if k.startswith("config/")
-            },
+            config=res.best_config(row),
             test=test,
             checkpoint_epoch=checkpoint_epoch,
         )
@@ -360,7 +349,3 @@ def study_data(study: Study, split_seed: int):
         scale=trainable_info(study.trainable).input_scale,
         **d.loader_options(),
     )
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

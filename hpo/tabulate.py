@@ -1,6 +1,7 @@
 """A study's learning-curve table (`hpo tabulate`): recorded once, replayed many times.
 
-N configurations of the study's space (a seeded sample) × K training seeds, each trained
+N configurations of the study's space (a seeded sample, or every point of a finite space
+that has at most N) × K training seeds, each trained
 for the full `max_epochs` as one ordinary Ray Tune experiment under
 `<results>/<study>/table/`, resumable like `hpo run`. The table (table.csv) has one row per
 config × seed × epoch: config_id, seed, epoch, the searched hyperparameters, every epoch
@@ -47,6 +48,20 @@ def sample_configs(study: Study, count: int, seed: int = 0) -> list[dict[str, An
     ]
 
 
+def table_configs(study: Study, count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The table's configurations: every point of a finite space (choices only) that has
+    at most `count` of them, in order, so that a replay looks every proposal up exactly;
+    otherwise a seeded sample of `count` (sample_configs)."""
+    import itertools
+
+    if count >= 1 and all(p.choice is not None for p in study.space.values()):
+        sizes = [len(p.choice) for p in study.space.values()]
+        if int(np.prod(sizes)) <= count:
+            points = itertools.product(*(p.choice for p in study.space.values()))
+            return [dict(zip(study.space, point, strict=True)) for point in points]
+    return sample_configs(study, count, seed)
+
+
 def tabulate(
     study_file: str | Path,
     results_root: str | Path = "results",
@@ -61,7 +76,7 @@ def tabulate(
     study_file = Path(study_file)
     study = preflight.absolute_paths(load_study(study_file))
     seeds = list(seeds if seeds is not None else study.seeds)
-    planned = sample_configs(study, configs, sample_seed)
+    planned = table_configs(study, configs, sample_seed)
     folder = Path(results_root).resolve() / study.name / TABLE_DIR
     record = _prepare(folder, study_file, planned, seeds, sample_seed, fresh)
     if record.status == "finished":

@@ -86,7 +86,9 @@ class RunningCap:
             trials = tune_controller.get_trials()
             if not trials:
                 return False
-            self._binds = self.max_running < _cluster_slots(trials[0])
+            # A replay's simulated controller says how many trials its workers run.
+            slots = getattr(tune_controller, "trial_slots", None)
+            self._binds = self.max_running < (slots() if slots else _cluster_slots(trials[0]))
             self._checked = now
         return self._binds
 

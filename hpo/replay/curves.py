@@ -1,0 +1,213 @@
+"""Learning curves for a replay: looked up in a table (hpo tabulate), or predicted.
+
+A configuration the table holds is looked up exactly (one curve per training seed). For
+any other configuration (continuous spaces: a searcher proposes values no table can
+hold) a surrogate predicts the whole curve: scikit-learn's distance-weighted
+k-nearest-neighbours regressor on the scaled space (log scale for loguniform, one-hot
+choices), one per training seed, fitted to every epoch's metrics at once. Its error on
+configurations left out of the fit is measured (`held_out_error`) and reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hpo.spec import StudyError
+
+if TYPE_CHECKING:
+    from hpo.spec import Param, Study
+
+# What a simulated trial reports each epoch, besides epoch and flags (trainables.loop's
+# epoch metrics that the table records).
+CURVE_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
+NEIGHBOURS = (1, 3, 5, 8, 12)  # k tried by cross-validation; the best is kept
+FOLDS = 5
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One configuration's recorded (or predicted) learning curve for one training seed."""
+
+    values: np.ndarray  # epochs × CURVE_METRICS (row e-1 is epoch e)
+    diverged_at: int | None  # the epoch at which it diverged (its last), if it did
+    predicted: bool  # False: looked up in the table
+
+    @property
+    def epochs(self) -> int:
+        return len(self.values)
+
+    def metrics(self, epoch: int) -> dict[str, float]:
+        return dict(zip(CURVE_METRICS, map(float, self.values[epoch - 1]), strict=True))
+
+    def seconds(self, epoch: int) -> float:
+        return float(self.values[epoch - 1][CURVE_METRICS.index("epoch_time_s")])
+
+
+class CurveTable:
+    """The table's curves by configuration and training seed, and a surrogate for the rest."""
+
+    def __init__(self, study: Study, configs: list[dict[str, Any]], rows: pd.DataFrame):
+        self.space = study.space
+        self.max_epochs = study.budget.max_epochs
+        self.metric = study.metric.name
+        self.seeds = sorted(int(s) for s in rows["seed"].unique())
+        missing = [c for c in ("config_id", "seed", "epoch", *CURVE_METRICS) if c not in rows]
+        if missing:
+            raise StudyError(f"table.csv: missing columns {missing} (expected hpo tabulate's)")
+        self.configs = configs
+        self._ids = {config_key(self.space, c): i for i, c in enumerate(configs)}
+        self._curves = _curves(rows, self.max_epochs)
+        self._features = np.array([encode(self.space, c) for c in configs])
+        self._models: dict[int, Any] = {}  # training seed → fitted surrogate
+        self.neighbours: int | None = None
+        self._cache: dict[tuple, Curve] = {}
+
+    def curve(self, config: dict[str, Any], seed: int) -> Curve:
+        """The curve of `config` for the table's training seed `seed`: exact if held."""
+        key = (config_key(self.space, config), seed)
+        if key not in self._cache:
+            index = self._ids.get(key[0])
+            held = self._curves.get((index, seed)) if index is not None else None
+            self._cache[key] = held if held is not None else self._predict(config, seed)
+        return self._cache[key]
+
+    def holds(self, config: dict[str, Any]) -> bool:
+        return config_key(self.space, config) in self._ids
+
+    # ------------------------------------------------------------------ surrogate
+    def describe(self) -> str:
+        k = self.neighbours or self._choose_k()
+        return (
+            f"k-nearest neighbours (scikit-learn, k={k}, distance-weighted) on the scaled "
+            f"space, whole curves per training seed, fitted to {len(self.configs)} configs"
+        )
+
+    def held_out_error(self) -> tuple[float, float]:
+        """Mean absolute error of the study's metric on configs left out of the fit
+        (FOLDS-fold over configs, every training seed): at max_epochs, and over every
+        epoch of the curves. Diverged curves are left out (they have no full curve)."""
+        k = self.neighbours or self._choose_k()
+        return self._cross_validate(k)
+
+    def _predict(self, config: dict[str, Any], seed: int) -> Curve:
+        if seed not in self._models:
+            self._models[seed] = self._fit(seed, self.neighbours or self._choose_k())
+        model, diverged = self._models[seed]
+        x = np.array([encode(self.space, config)])
+        flat = model.predict(x)[0]
+        values = flat.reshape(self.max_epochs, len(CURVE_METRICS))
+        stop = _predicted_divergence(diverged, model, x)
+        if stop is not None:
+            values = values[:stop]
+        return Curve(values, stop, predicted=True)
+
+    def _fit(self, seed: int, k: int, exclude: set[int] | None = None):
+        from sklearn.neighbors import KNeighborsRegressor
+
+        ids, targets, diverged = self._training_set(seed, exclude or set())
+        model = KNeighborsRegressor(n_neighbors=min(k, len(ids)), weights="distance")
+        model.fit(self._features[ids], targets)
+        return model, diverged
+
+    def _training_set(self, seed: int, exclude: set[int]):
+        """Full curves as targets; diverged configs kept aside with their epoch, so that
+        a proposal whose nearest neighbours mostly diverged diverges too."""
+        ids, targets, diverged = [], [], {}
+        for (index, s), curve in self._curves.items():
+            if s != seed or index in exclude:
+                continue
+            if curve.diverged_at is not None:
+                diverged[index] = curve.diverged_at
+            elif curve.epochs == self.max_epochs:
+                ids.append(index)
+                targets.append(curve.values.ravel())
+        if not ids:
+            raise StudyError(f"table: no complete curve for training seed {seed}")
+        # The divergence neighbours are looked up among all configs of this seed.
+        return ids, np.array(targets), (diverged, self._features)
+
+    def _choose_k(self) -> int:
+        errors = {k: self._cross_validate(k)[0] for k in NEIGHBOURS if k < len(self.configs)}
+        self.neighbours = min(errors, key=errors.get) if errors else 1
+        return self.neighbours
+
+    def _cross_validate(self, k: int) -> tuple[float, float]:
+        column = CURVE_METRICS.index(self.metric) if self.metric in CURVE_METRICS else None
+        if column is None:
+            raise StudyError(f"table: the study's metric {self.metric} is not in the table")
+        order = np.random.RandomState(0).permutation(len(self.configs))
+        final, curve = [], []
+        for fold in np.array_split(order, FOLDS):
+            left_out = set(fold.tolist())
+            for seed in self.seeds:
+                model, _ = self._fit(seed, k, exclude=left_out)
+                for index in fold:
+                    held = self._curves.get((int(index), seed))
+                    if held is None or held.diverged_at is not None:
+                        continue
+                    if held.epochs < self.max_epochs:
+                        continue
+                    guess = model.predict(self._features[[index]])[0]
+                    guess = guess.reshape(self.max_epochs, len(CURVE_METRICS))[:, column]
+                    truth = held.values[:, column]
+                    final.append(abs(guess[-1] - truth[-1]))
+                    curve.append(float(np.mean(np.abs(guess - truth))))
+        return float(np.mean(final)), float(np.mean(curve))
+
+
+def _predicted_divergence(diverged, model, x: np.ndarray) -> int | None:
+    """The epoch at which a proposal diverges when most of its nearest table configs
+    (the same k, all configs of the seed) diverged: their median divergence epoch."""
+    by_index, features = diverged
+    if not by_index:
+        return None
+    k = model.n_neighbors
+    distances = np.linalg.norm(features - x, axis=1)
+    nearest = np.argsort(distances, kind="stable")[:k]
+    epochs = [by_index[i] for i in nearest if i in by_index]
+    return int(np.median(epochs)) if len(epochs) * 2 > len(nearest) else None
+
+
+def _curves(rows: pd.DataFrame, max_epochs: int) -> dict[tuple[int, int], Curve]:
+    curves = {}
+    rows = rows.sort_values(["config_id", "seed", "epoch"])
+    for (index, seed), group in rows.groupby(["config_id", "seed"], sort=False):
+        values = group[list(CURVE_METRICS)].to_numpy(dtype=float)[:max_epochs]
+        flag = group["diverged"] if "diverged" in group else pd.Series(False, index=group.index)
+        flagged = flag.astype(str).str.lower().eq("true").to_numpy()[:max_epochs]
+        diverged_at = int(np.argmax(flagged)) + 1 if flagged.any() else None
+        curves[(int(index), int(seed))] = Curve(values, diverged_at, predicted=False)
+    return curves
+
+
+def config_key(space: dict[str, Param], config: dict[str, Any]) -> tuple:
+    """A configuration's searched values, comparable across float round trips."""
+    return tuple((name, _comparable(config.get(name))) for name in space)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.10g}")
+    return value
+
+
+def encode(space: dict[str, Param], config: dict[str, Any]) -> list[float]:
+    """A configuration as surrogate features: continuous values scaled to [0, 1] (log
+    scale for loguniform), choices one-hot scaled so that a mismatch counts 1."""
+    features: list[float] = []
+    for name, param in space.items():
+        value = config[name]
+        if param.choice is not None:
+            features += [float(value == option) / math.sqrt(2) for option in param.choice]
+            continue
+        domain = param.uniform or param.loguniform or param.randint
+        low, high, value = float(domain.low), float(domain.high), float(value)
+        if param.loguniform is not None:
+            low, high, value = math.log(low), math.log(high), math.log(value)
+        features.append((value - low) / (high - low) if high > low else 0.0)
+    return features
