@@ -231,9 +231,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hpo.report import build_report
+    from hpo.records import read_study_record
+    from hpo.report import build_report, replay_summary
 
-    print(build_report(args.results_dir))
+    report = build_report(args.results_dir)
+    line = replay_summary(read_study_record(args.results_dir))
+    if line:  # a replay says so first, as its report's first line does
+        print(line)
+    print(report)
     return 0
 
 

@@ -3,10 +3,12 @@
 `build_report(study_dir)` reads `study.json` and `trials.csv` (never a live Tuner) and
 writes `<study_dir>/report/index.html` with the figures (PNG) and tables (CSV) beside it.
 `tables` computes, `figures` draws, `html` writes; `build` puts them together.
+`many_seeds` holds the comparisons that need many seeds (a replay's); `replay_summary`
+is the line that opens the report of a replay.
 """
 
 from __future__ import annotations
 
-from hpo.report.build import build_report, load_results
+from hpo.report.build import build_report, load_results, replay_summary
 
-__all__ = ["build_report", "load_results"]
+__all__ = ["build_report", "load_results", "replay_summary"]

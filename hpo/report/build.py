@@ -21,6 +21,7 @@ from hpo import files
 from hpo.records import StudyRecord
 from hpo.report import figures as fig
 from hpo.report import html as h
+from hpo.report import many_seeds as ms
 from hpo.report import tables as tab
 from hpo.results import Results, load_results
 from hpo.spec import resolved
@@ -40,6 +41,8 @@ SECTION_IDS = (
     "hyperparameters",
     "best-configs",
 )
+# Shown after "statistics" only where every strategy has at least ms.MANY_SEEDS seeds.
+MANY_SEEDS_SECTION = ("many-seeds", "Many seeds")
 PBT = "pbt"  # the strategy whose trials change hyperparameters as they train
 
 
@@ -84,10 +87,21 @@ class Report:
     proposals: pd.DataFrame  # per strategy: how its trials' configs were proposed
     pbt_schedule: pd.DataFrame  # PBT's best trial per seed: hyperparameters per epoch
     views: tuple[str, dict[str, Any]] | None = None  # the trainable's arrays of the best run
+    many_seeds: ms.ManySeeds | None = None  # with at least ms.MANY_SEEDS paired seeds
 
     @property
     def metric(self) -> str:
         return self.results.metric
+
+    @property
+    def simulated(self) -> bool:
+        """A replay (hpo replay): its seconds are simulated and nothing was trained."""
+        return self.results.record.replay is not None
+
+    @property
+    def tested(self) -> bool:
+        """Whether any run has a test measurement (a replay and an unfinished study have none)."""
+        return bool(self.runs["test"].notna().any())
 
     @property
     def space(self) -> dict[str, dict[str, Any]]:
@@ -125,6 +139,7 @@ class Report:
             # only where recorded / present: old results have no proposed_by, most no pbt
             **({"proposals.csv": self.proposals} if not self.proposals.empty else {}),
             **({"pbt_schedule.csv": self.pbt_schedule} if not self.pbt_schedule.empty else {}),
+            **(self.many_seeds.csv_tables() if self.many_seeds is not None else {}),
         }
         return {name: frame.rename(columns=names) for name, frame in frames.items()}
 
@@ -176,6 +191,7 @@ def compute(results: Results) -> Report:
         proposals=tab.proposals(trials),
         pbt_schedule=tab.pbt_schedule(trials, metric, mode, PBT),
         views=load_views(results, runs),
+        many_seeds=ms.many_seeds(runs, curves, results.study.budget.total_epochs, mode),
     )
 
 
@@ -219,7 +235,13 @@ def draw(report: Report) -> dict[str, Any]:
             tab.anytime_on_grid(report.curves, "cum_epochs"), "cum_epochs", metric, colors
         ),
         "anytime_seconds.png": fig.anytime_panels(
-            tab.anytime_on_grid(report.curves, "wall_s"), "wall_s", metric, colors
+            tab.anytime_on_grid(report.curves, "wall_s"),
+            "wall_s",
+            metric,
+            colors,
+            xlabel="simulated seconds since the run started (a replay)"
+            if report.simulated
+            else None,
         ),
         "learning_curves.png": fig.learning_curves_figure(report.results.trials, metric, colors),
         "hyperparameters.png": fig.hyperparameter_scatter_figure(
@@ -244,6 +266,25 @@ def draw(report: Report) -> dict[str, Any]:
             {"conv1_filters.png": fig.conv1_figure(report.views[1], report.views[0])}
             if report.views
             else {}
+        ),
+        **(_many_seeds_figures(report.many_seeds, colors) if report.many_seeds else {}),
+    }
+
+
+def _many_seeds_figures(many: ms.ManySeeds, colors: dict[str, Any]) -> dict[str, Any]:
+    test = many.test
+    return {
+        "many_seeds_mean_rank.png": fig.mean_rank_figure(many.ranks, colors, many.total_epochs),
+        "many_seeds_p_better.png": fig.beat_probability_figure(
+            many.beats, list(test.mean_ranks.index)
+        ),
+        "many_seeds_critical_difference.png": fig.critical_difference_figure(
+            test.mean_ranks,
+            test.critical_difference,
+            test.groups,
+            colors,
+            title=f"{_friedman_text(test)}; {len(test.strategies)} strategies, "
+            f"{test.seeds} seeds, α = {test.alpha:g}",
         ),
     }
 
@@ -317,6 +358,47 @@ def _sizes_text(runs_meta: pd.DataFrame) -> str:
     return "; ".join(sorted(texts)) + ("" if len(texts) == 1 else " (differs by seed)")
 
 
+def replay_summary(record: StudyRecord) -> str | None:
+    """For a replay (`record.replay` set), the one line that opens the report: simulated
+    on recorded learning curves, nothing trained; which table, how many workers, whether
+    decision time was charged, and the surrogate with its held-out error. None otherwise."""
+    replay = record.replay
+    if replay is None:
+        return None
+    metric = record.metric
+    tested = any(r.best is not None and r.best.test for r in record.runs.values())
+    seeds = ", ".join(map(str, replay.table_seeds))
+    count = len(replay.table_seeds)
+    if replay.surrogate is None or replay.surrogate == "exact":
+        surrogate = "every configuration looked up exactly in the table (no surrogate)"
+    else:
+        error = (
+            f"held-out MAE of final {metric} {replay.surrogate_mae_final:.4f}"
+            if replay.surrogate_mae_final is not None
+            else "held-out error not measured"
+        )
+        if replay.surrogate_mae_curve is not None:
+            error += f" (curve {replay.surrogate_mae_curve:.4f})"
+        share = (
+            f", {100 * replay.predicted_share:.1f} % of trial-epochs predicted"
+            if replay.predicted_share is not None
+            else ""
+        )
+        surrogate = f"surrogate: {replay.surrogate}, {error}{share}"
+    timing = ""
+    if replay.simulated_s is not None and replay.real_s is not None:
+        timing = f" ({replay.simulated_s:.0f} simulated s in {replay.real_s:.0f} real s)"
+    return (
+        "REPLAY: simulated on recorded learning curves, nothing was trained. "
+        f"Table {replay.table} ({replay.table_configs} configurations × {count} training "
+        f"seed{'s' * (count != 1)}: {seeds}); {replay.workers} simulated "
+        f"worker{'s' * (replay.workers != 1)}; the searchers' decision time "
+        + ("charged" if replay.charge_decisions else "not charged")
+        + f" to the simulated clock; {surrogate}. Times are simulated seconds{timing}"
+        + ("; no test metric was measured." if not tested else ".")
+    )
+
+
 def header_facts(report: Report) -> list[tuple[str, str]]:
     """The study, where and with what it ran, how long, and how its trials ended."""
     record, study = report.results.record, report.results.study
@@ -341,7 +423,16 @@ def header_facts(report: Report) -> list[tuple[str, str]]:
         (
             "metric",
             f"{report.metric} ({study.metric.mode}imize) on the validation split; "
-            f"{report.test_metric} of each run's selected config on the test split",
+            + (
+                f"{report.test_metric} of each run's selected config on the test split"
+                if report.tested
+                else "no run has a test measurement"
+                + (
+                    " (a replay trains nothing, so it measures nothing on the test split)"
+                    if report.simulated
+                    else ""
+                )
+            ),
         ),
         ("search space", _space_text(report.space)),
         ("fixed", ", ".join(f"{k}={v}" for k, v in study.fixed.items()) or "—"),
@@ -367,7 +458,8 @@ def header_facts(report: Report) -> list[tuple[str, str]]:
         ("machine", _machine_text(machine)),
         (
             "wall time",
-            f"{_seconds(wall)} s in all runs together; study started "
+            f"{_seconds(wall)} {'simulated ' if report.simulated else ''}s in all runs "
+            "together; study started "
             f"{record.started_at or '?'}, "
             + (f"ended {record.ended_at}" if record.ended_at else "not ended"),
         ),
@@ -418,7 +510,8 @@ def _p_value(value: Any) -> str:
 
 
 def render(report: Report, pngs: dict[str, bytes]) -> str:
-    """The page: header, then the eight sections of the report in order."""
+    """The page: a replay's banner first, the header, then the sections of the report in
+    order (the many-seeds section after the statistics where it applies)."""
     results, metric, test = report.results, report.metric, report.test_metric
     study = results.study
     sections = {s: h.Section(s, t) for s, t in zip(SECTION_IDS, _TITLES, strict=True)}
@@ -429,30 +522,35 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
     sections["study"].add(h.facts(header_facts(report)))
 
     board = report.leaderboard
+    tested, seconds = report.tested, _seconds_word(report)
     sections["leaderboard"].add(
         h.paragraph(
             f"Per strategy, over seeds: the best {metric} any trial of the run reached "
-            f"(mean ± std), the {test} of the config each run selected, and the mean rank "
-            "of the strategy among all strategies of the same seed (1 = best; ties share). "
-            "Trials, epochs and seconds are per strategy × seed run (mean over seeds). "
+            "(mean ± std), "
+            + (f"the {test} of the config each run selected, " if tested else "")
+            + "and the mean rank of the strategy among all strategies of the same seed "
+            "(1 = best; ties share). "
+            + ("" if tested else f"No run has a {test} measurement, so none is shown. ")
+            + f"Trials, epochs and {seconds} are per strategy × seed run (mean over seeds). "
             "Decision time: the seconds the driver spent inside the searcher's and the "
             "scheduler's calls (suggest, on_trial_result, on_trial_complete, "
             "choose_trial_to_run, …), part of the wall time, with its share of it; 'not "
             "measured' for runs recorded before hpo measured it."
         ),
-        _leaderboard_table(board, metric, test),
+        _leaderboard_table(board, metric, test if tested else None, report.simulated),
         figure(
             "final_best.png",
             "final best validation metric and test metric per seed and strategy",
-            f"Each seed's best {metric} (dots) and the {test} of the config that run selected "
-            "(crosses), per strategy.",
+            f"Each seed's best {metric} (dots)"
+            + (f" and the {test} of the config that run selected (crosses)" if tested else "")
+            + ", per strategy.",
         ),
     )
 
     sections["anytime"].add(
         h.paragraph(
             f"Best {metric} found so far by each strategy against the compute it had spent: "
-            "cumulative epochs over all its trials, and wall-clock seconds since the run "
+            f"cumulative epochs over all its trials, and {seconds} since the run "
             "started. Line: mean over seeds; band: from the worst to the best seed. Left: the "
             "whole range; right: zoomed on the range of the runs' final values."
         ),
@@ -463,8 +561,8 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
         ),
         figure(
             "anytime_seconds.png",
-            "anytime performance against wall-clock seconds",
-            f"Best {metric} so far against wall-clock seconds.",
+            f"anytime performance against {seconds}",
+            f"Best {metric} so far against {seconds}.",
         ),
     )
 
@@ -482,8 +580,9 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
             "best-so-far reached the target; a seed that never reached it counts as slower "
             "than all, so the median is 'not reached' when half the seeds or more missed it. "
             "Speed-up = the baseline's median / the strategy's median (above 1: faster)."
+            + (" Seconds are simulated seconds (a replay)." if report.simulated else "")
         ),
-        _time_to_target_table(report.time_to_target),
+        _time_to_target_table(report.time_to_target, report.simulated),
     )
 
     pairs = report.pairwise
@@ -495,6 +594,7 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
             f"the strategy with the better mean; wins = seeds on which each was strictly better."
         ),
         _pairwise_table(pairs),
+        h.paragraph(_many_seeds_note(report), "note"),
     )
 
     sections["learning-curves"].add(
@@ -605,12 +705,19 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
         config_columns,
         key=lambda c: (c.removeprefix("config/") not in study.space, c),
     )
+    measured = {"test": test, "checkpoint_epoch": "test checkpoint epoch"} if tested else {}
     sections["best-configs"].add(
         h.paragraph(
             f"Per strategy and seed, the config the run selected (best {metric}, ties: the "
-            f"earliest) with its {test}, measured once on the test split from the trial's best "
-            "checkpoint. Runs that have not finished show their best so far as provisional, "
-            "without a test metric."
+            + (
+                f"earliest) with its {test}, measured once on the test split from the trial's "
+                "best checkpoint. Runs that have not finished show their best so far as "
+                "provisional, without a test metric."
+                if tested
+                else f"earliest). No run has a {test} measurement"
+                + (" (a replay trains nothing)." if report.simulated else ".")
+                + " Runs that have not finished show their best so far as provisional."
+            )
         ),
         h.table(
             configs,
@@ -622,8 +729,7 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
                 "trial_id": "trial",
                 "epoch": "epoch",
                 "val": metric,
-                "test": test,
-                "checkpoint_epoch": "test checkpoint epoch",
+                **measured,
                 **{c: c.removeprefix("config/") for c in space_first},
             },
             {"val": _num, "test": _num},
@@ -650,12 +756,17 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
         f"{_version()} from {results.directory.resolve()} (study.json, trials.csv). "
         f"Beside this page: {', '.join(files)}."
     )
+    ordered = list(sections.values())
+    if report.many_seeds is not None:
+        many = h.Section(*MANY_SEEDS_SECTION, _many_seeds_parts(report, figure))
+        ordered.insert(SECTION_IDS.index("statistics") + 1, many)
     return h.page(
-        f"HPO study report: {study.name}",
+        f"HPO study report{' (replay, simulated)' if report.simulated else ''}: {study.name}",
         study.description,
         study_state(results.record, report.runs_meta, report.status_counts),
-        list(sections.values()),
+        ordered,
         footer,
+        replay=replay_summary(results.record),
     )
 
 
@@ -672,7 +783,10 @@ _TITLES = (
 )
 
 
-def _leaderboard_table(board: pd.DataFrame, metric: str, test: str) -> str:
+def _leaderboard_table(
+    board: pd.DataFrame, metric: str, test: str | None, simulated: bool = False
+) -> str:
+    """The leaderboard; without a test column where `test` is None (nothing measured)."""
     shown = board.assign(
         best=[_mean_std(m, s, n) for m, s, n in zip(
             board["best_val_mean"], board["best_val_std"], board["seeds"], strict=True)],
@@ -690,11 +804,11 @@ def _leaderboard_table(board: pd.DataFrame, metric: str, test: str) -> str:
             "finished": "runs finished",
             "seeds": "seeds with a value",
             "best": f"best {metric} (mean ± std)",
-            "test_text": f"{test} of selected config (mean ± std)",
+            **({"test_text": f"{test} of selected config (mean ± std)"} if test else {}),
             "mean_rank": "mean rank over seeds",
             "trials_per_run": "trials started",
             "epochs_per_run": "epochs spent",
-            "wall_s_per_run": "wall time (s)",
+            "wall_s_per_run": "simulated wall time (s)" if simulated else "wall time (s)",
             "decision_text": "decision time (s, share of wall)",
         },
         {
@@ -707,7 +821,7 @@ def _leaderboard_table(board: pd.DataFrame, metric: str, test: str) -> str:
     )
 
 
-def _time_to_target_table(table: pd.DataFrame) -> str:
+def _time_to_target_table(table: pd.DataFrame, simulated: bool = False) -> str:
     if table.empty:
         return h.paragraph("No run has a finite best value yet.", "note")
     columns = {
@@ -715,7 +829,7 @@ def _time_to_target_table(table: pd.DataFrame) -> str:
         "strategy": "strategy",
         "seeds_reached": "seeds reached",
         "median_epochs": "median epochs",
-        "median_seconds": "median seconds",
+        "median_seconds": "median simulated seconds" if simulated else "median seconds",
     }
     formats: dict[str, Any] = {
         "median_epochs": lambda v: "not reached" if h.is_missing(v) else f"{v:g}",
@@ -816,6 +930,181 @@ def _decision(seconds: Any, wall: Any) -> str:
         return "not measured"
     share = "" if h.is_missing(wall) or not wall else f" ({100 * seconds / wall:.1f} %)"
     return f"{seconds:.1f}{share}"
+
+
+def _seconds_word(report: Report) -> str:
+    return "simulated seconds" if report.simulated else "wall-clock seconds"
+
+
+def _friedman_text(test: ms.RankTest) -> str:
+    if h.is_missing(test.p_value):
+        return "Friedman test not applicable (needs three strategies)"
+    return f"Friedman χ² = {test.statistic:.2f}, p = {test.p_value:.3g}"
+
+
+def _interval(low: Any, high: Any) -> str:
+    return f"{low:.2f}–{high:.2f}"
+
+
+def _many_seeds_note(report: Report) -> str:
+    """The statistics section's last line: why there is no many-seeds section, or that
+    the next one compares all strategies at once."""
+    if report.many_seeds is None:
+        return ms.many_seeds_shortfall(report.runs) or "No many-seeds comparison."
+    return (
+        f"With {len(report.many_seeds.seeds)} paired seeds, the next section compares all "
+        "strategies at once (Friedman test, Nemenyi post-hoc), which accounts for the many "
+        "pairs."
+    )
+
+
+def _ahead(winner: Any) -> str:
+    """How the winner of a budget point stands to the runner-up, in words."""
+    if np.isclose(winner.mean_rank, winner.runner_up_mean_rank):
+        return "tied with"
+    return "clearly ahead of" if winner.clear else "ahead of"
+
+
+def _many_seeds_parts(report: Report, figure: Any) -> list[str]:
+    """The many-seeds section: mean rank over the budget, who wins at 10/30/100 %,
+    P(A ends better than B), and the Friedman test with the Nemenyi critical difference."""
+    many, metric = report.many_seeds, report.metric
+    assert many is not None
+    test, k, n = many.test, len(many.strategies), len(many.seeds)
+    winners = many.winners
+    wins = "; ".join(
+        f"at {100 * w.fraction:g} % of the budget ({w.budget_epochs:g} epochs) {w.winner} has "
+        f"the best mean rank, {w.mean_rank:.2f} (95 % interval "
+        f"{_interval(w.rank_low, w.rank_high)})"
+        + (
+            f", {_ahead(w)} {w.runner_up} {w.runner_up_mean_rank:.2f}"
+            f" ({_interval(w.runner_up_low, w.runner_up_high)})"
+            if isinstance(w.runner_up, str)
+            else ""
+        )
+        for w in winners.itertuples()
+    )
+    groups = [g for g in test.groups if len(g) > 1]
+    if h.is_missing(test.p_value):
+        verdict = "The Friedman test needs three strategies; the Wilcoxon test above compares two."
+    elif test.significant:
+        verdict = (
+            f"{_friedman_text(test)} < {test.alpha:g}: the strategies do not all perform alike."
+        )
+    else:
+        verdict = (
+            f"{_friedman_text(test)} ≥ {test.alpha:g}: no evidence that the strategies differ, "
+            "so the post-hoc groups below are descriptive only."
+        )
+    return [
+        h.paragraph(
+            f"{n} seeds on which all {k} strategies ran (paired seeds; this section needs at "
+            f"least {ms.MANY_SEEDS}). Each run's best {metric} so far, as in the anytime curves "
+            "(a diverged epoch has no score); a run with no finite value yet ranks last. "
+            f"Intervals: 95 % percentile bootstrap over seeds ({ms.RESAMPLES} resamples, "
+            f"numpy seed {ms.BOOTSTRAP_SEED})."
+        ),
+        h.heading("Mean rank over the budget"),
+        h.paragraph(
+            f"At every 5 % of the budget ({many.total_epochs} epochs per strategy × seed run, "
+            "counted in the run's cumulative epochs over all its trials), each run's best "
+            f"{metric} so far is ranked among the {k} strategies of its seed (1 = best, ties "
+            "share the average rank). Line: the mean rank over seeds; band: its 95 % interval."
+        ),
+        figure(
+            "many_seeds_mean_rank.png",
+            "mean rank over seeds against the share of the budget spent",
+            f"Mean rank of each strategy over {n} seeds against the share of the budget spent; "
+            "band: 95 % bootstrap interval.",
+        ),
+        h.heading("Which strategy wins at 10 %, 30 % and 100 % of the budget"),
+        h.paragraph(
+            wins[:1].upper()
+            + wins[1:]
+            + ". 'Clearly': the winner's interval lies wholly below the "
+            "runner-up's."
+            if wins
+            else "No budget point to compare."
+        ),
+        h.table(
+            winners.assign(
+                share=[f"{100 * f:g} %" for f in winners["fraction"]],
+                winner_interval=[
+                    _interval(a, b)
+                    for a, b in zip(winners["rank_low"], winners["rank_high"], strict=True)
+                ],
+                runner_up_interval=[
+                    _interval(a, b)
+                    for a, b in zip(
+                        winners["runner_up_low"], winners["runner_up_high"], strict=True
+                    )
+                ],
+            ),  # fmt: skip
+            {
+                "share": "budget",
+                "budget_epochs": "epochs",
+                "winner": "best mean rank",
+                "mean_rank": "its mean rank",
+                "winner_interval": "95 % interval",
+                "runner_up": "runner-up",
+                "runner_up_mean_rank": "its mean rank",
+                "runner_up_interval": "95 % interval",
+                "clear": "intervals apart",
+            },
+            {
+                "mean_rank": lambda v: _num(v, 2),
+                "runner_up_mean_rank": lambda v: _num(v, 2),
+                "clear": lambda v: "yes" if v else "no",
+            },
+            table_id="many-seeds-winners-table",
+        ),
+        h.heading("P(A ends better than B)"),
+        h.paragraph(
+            f"For each pair, the share of the {n} paired seeds on which the row strategy's final "
+            f"best {metric} is better than the column strategy's (ties count half): 0.5 means "
+            "as often better as worse. Rows and columns by mean rank, best first; the 95 % "
+            "bootstrap intervals are in many_seeds_p_better.csv."
+        ),
+        figure(
+            "many_seeds_p_better.png",
+            "probability that one strategy ends better than another",
+            f"P(row ends better than column) over {n} paired seeds.",
+        ),
+        h.heading("Friedman test and Nemenyi critical difference"),
+        h.paragraph(
+            f"Friedman test (scipy.stats.friedmanchisquare) on each seed's final best {metric}, "
+            f"{k} strategies over {n} paired seeds. {verdict} Nemenyi post-hoc test: two "
+            f"strategies differ significantly at {test.alpha:g} where their mean ranks differ by "
+            f"more than the critical difference CD = q_α·√(k(k+1)/6N) = {test.q_alpha:.3f}·"
+            f"√({k}·{k + 1}/(6·{n})) = {test.critical_difference:.3f}, q_α = "
+            f"studentized_range.ppf({1 - test.alpha:g}, {k}, ∞)/√2. "
+            + (
+                "Not significantly different: "
+                + "; ".join(" = ".join(g) for g in groups)
+                + ". Any two strategies not in one group differ significantly."
+                if groups
+                else "Every two strategies differ significantly."
+            )
+        ),
+        h.table(
+            test.table(),
+            {
+                "strategy": "strategy",
+                "mean_rank": "mean rank of the final best",
+                "group": "group (same letter: not significantly different)",
+                "not_different_from": "not significantly different from",
+            },
+            {"mean_rank": lambda v: _num(v, 2)},
+            table_id="critical-difference-table",
+        ),
+        figure(
+            "many_seeds_critical_difference.png",
+            "mean ranks with the Nemenyi critical difference",
+            "Mean rank of each strategy's final best (dot) with a bar of ±CD/2: strategies "
+            "whose bars do not overlap differ significantly (Nemenyi); thick lines at the "
+            "right join the groups within CD of each other.",
+        ),
+    ]
 
 
 def _at_epoch(report: Report) -> str:

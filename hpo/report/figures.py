@@ -84,9 +84,11 @@ def anytime_figure(
     colors: Mapping[str, Colour],
     ax: Any = None,
     ylim: tuple[float, float] | None = None,
+    xlabel: str | None = None,
 ) -> Figure:
     """Best-so-far validation metric against compute (`x`: cum_epochs or wall_s): mean
-    over seeds as a line, the band from the worst to the best seed."""
+    over seeds as a line, the band from the worst to the best seed. `xlabel` overrides
+    the axis label (a replay's seconds are simulated)."""
     figure, ax = _figure_and_axes(ax, (8, 4.5))
     if curves.empty:
         _message(ax, "no run has reported a finite value yet")
@@ -105,7 +107,7 @@ def anytime_figure(
     )
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.set_xlabel(X_LABELS.get(x, x))
+    ax.set_xlabel(xlabel or X_LABELS.get(x, x))
     ax.set_ylabel(f"best {metric} so far")
     ax.grid(alpha=0.3)
     ax.legend(title="strategy (line: mean, band: min–max over seeds)", fontsize="small")
@@ -113,23 +115,29 @@ def anytime_figure(
 
 
 def anytime_panels(
-    curves: pd.DataFrame, x: str, metric: str, colors: Mapping[str, Colour]
+    curves: pd.DataFrame,
+    x: str,
+    metric: str,
+    colors: Mapping[str, Colour],
+    xlabel: str | None = None,
 ) -> Figure:
     """The anytime curves twice: the whole range, and zoomed on the range of the runs'
     final values, where the strategies actually differ."""
     figure = new_figure((13, 4.6))
     full, zoom = figure.subplots(1, 2)
-    anytime_figure(curves, x, metric, colors, ax=full)
+    anytime_figure(curves, x, metric, colors, ax=full, xlabel=xlabel)
     full.set_title("whole range", fontsize="medium")
     finals = curves.groupby(["strategy", "seed"], sort=False)["best_so_far"].last()
     if finals.notna().any():
         low, high = float(finals.min()), float(finals.max())
         pad = 0.25 * (high - low) or 0.01 * max(abs(high), 1e-9)
-        anytime_figure(curves, x, metric, colors, ax=zoom, ylim=(low - pad, high + pad))
+        anytime_figure(
+            curves, x, metric, colors, ax=zoom, ylim=(low - pad, high + pad), xlabel=xlabel
+        )
         zoom.set_title("zoom on the runs' final values", fontsize="medium")
         zoom.get_legend().remove()
     else:
-        anytime_figure(curves, x, metric, colors, ax=zoom)
+        anytime_figure(curves, x, metric, colors, ax=zoom, xlabel=xlabel)
     return figure
 
 
@@ -137,27 +145,125 @@ def final_best_figure(
     runs: pd.DataFrame, metric: str, test_metric: str, colors: Mapping[str, Colour], ax: Any = None
 ) -> Figure:
     """Each seed's final best validation metric (dots) and its selected config's test
-    metric (crosses), per strategy: the spread behind the leaderboard's mean ± std."""
+    metric (crosses, only where some run has one: a replay measures none), per strategy:
+    the spread behind the leaderboard's mean ± std."""
     figure, ax = _figure_and_axes(ax, (8, 4))
     order = _present(colors, runs["strategy"].unique())
+    tested = bool(runs["test"].notna().any())
+    shift = 0.15 if tested else 0.0
     jitter = np.random.default_rng(0)
     for i, strategy in enumerate(order):
         mine = runs[runs["strategy"] == strategy]
         offsets = i + jitter.uniform(-0.12, 0.12, len(mine))
         color = colors.get(strategy, (0.5, 0.5, 0.5))
-        ax.scatter(offsets - 0.15, mine["best_val"], color=color, s=36, zorder=3)
-        ax.scatter(offsets + 0.15, mine["test"], color=color, marker="x", s=36, zorder=3)
+        ax.scatter(offsets - shift, mine["best_val"], color=color, s=36, zorder=3)
+        if tested:
+            ax.scatter(offsets + shift, mine["test"], color=color, marker="x", s=36, zorder=3)
     ax.set_xticks(range(len(order)), labels=order)
     ax.set_xlabel("strategy")
     ax.set_ylabel("metric value (fraction)" if "accuracy" in metric else "metric value")
-    ax.legend(
-        handles=[
-            Line2D([], [], color="0.3", marker="o", ls="", label=f"best {metric} (one seed)"),
-            Line2D([], [], color="0.3", marker="x", ls="", label=f"{test_metric} of its config"),
-        ],
-        fontsize="small",
-    )
+    handles = [Line2D([], [], color="0.3", marker="o", ls="", label=f"best {metric} (one seed)")]
+    if tested:
+        handles.append(
+            Line2D([], [], color="0.3", marker="x", ls="", label=f"{test_metric} of its config")
+        )
+    ax.legend(handles=handles, fontsize="small")
     ax.grid(alpha=0.3, axis="y")
+    return figure
+
+
+# ------------------------------------------------------------- many seeds
+def mean_rank_figure(
+    ranks: pd.DataFrame, colors: Mapping[str, Colour], total_epochs: int, ax: Any = None
+) -> Figure:
+    """Mean rank over seeds against the share of the budget spent (`many_seeds.
+    budget_ranks`): a line per strategy, its bootstrap interval as a band; rank 1 (best)
+    at the top."""
+    figure, ax = _figure_and_axes(ax, (9, 4.8))
+    if ranks.empty:
+        _message(ax, "no paired seeds")
+        return figure
+    order = _present(colors, ranks["strategy"].unique())
+    for strategy in order:
+        mine = ranks[ranks["strategy"] == strategy].sort_values("fraction")
+        x = 100 * mine["fraction"].to_numpy(float)
+        color = colors.get(strategy, (0.5, 0.5, 0.5))
+        ax.plot(x, mine["mean_rank"], color=color, marker="o", ms=3, label=strategy)
+        ax.fill_between(x, mine["rank_low"], mine["rank_high"], color=color, alpha=0.18, lw=0)
+    ax.set_ylim(len(order) + 0.3, 0.7)  # rank 1 at the top
+    ax.set_xlim(0, 101)
+    seeds = int(ranks["seeds"].iloc[0])
+    ax.set_xlabel(f"share of the budget spent (% of total_epochs = {total_epochs} epochs a run)")
+    ax.set_ylabel(f"mean rank over {seeds} seeds (1 = best)")
+    ax.grid(alpha=0.3)
+    ax.legend(
+        title="strategy (band: 95 % bootstrap interval)",
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+    )
+    return figure
+
+
+def beat_probability_figure(beats: pd.DataFrame, order: Sequence[str], ax: Any = None) -> Figure:
+    """P(row ends better than column) over paired seeds (`many_seeds.beat_probabilities`)
+    as an annotated heatmap, rows and columns in `order` (best mean rank first)."""
+    size = 1.0 + 0.75 * max(len(order), 2)
+    figure, ax = _figure_and_axes(ax, (size + 1.6, size))
+    if beats.empty:
+        _message(ax, "fewer than two strategies")
+        return figure
+    matrix = beats.pivot(index="strategy_a", columns="strategy_b", values="p_a_better")
+    matrix = matrix.reindex(index=list(order), columns=list(order))
+    sns.heatmap(
+        matrix, vmin=0, vmax=1, cmap="RdBu", annot=True, fmt=".2f", square=True,
+        linewidths=0.5, cbar_kws={"label": "P(row ends better than column)"}, ax=ax,
+    )  # fmt: skip
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_xlabel("column strategy (b)")
+    ax.set_ylabel("row strategy (a)")
+    ax.set_title(f"share of {int(beats['seeds'].iloc[0])} paired seeds a ends better than b")
+    return figure
+
+
+def critical_difference_figure(
+    mean_ranks: pd.Series,
+    critical_difference: float,
+    groups: Sequence[Sequence[str]],
+    colors: Mapping[str, Colour],
+    title: str = "",
+    ax: Any = None,
+) -> Figure:
+    """Mean rank of each strategy (best at the top) with a bar of ±CD/2 around it: two
+    strategies differ significantly (Nemenyi) where their bars do not overlap. The
+    groups of strategies within CD of each other are joined by a thick line at the
+    right."""
+    names = list(mean_ranks.index)
+    figure, ax = _figure_and_axes(ax, (9, 0.45 * max(len(names), 2) + 1.4))
+    if not names:
+        _message(ax, "no paired seeds")
+        return figure
+    ranks = mean_ranks.to_numpy(float)
+    half = critical_difference / 2 if np.isfinite(critical_difference) else 0.0
+    ys = np.arange(len(names))
+    for y, name, rank in zip(ys, names, ranks, strict=True):
+        color = colors.get(name, (0.5, 0.5, 0.5))
+        ax.plot([rank - half, rank + half], [y, y], color=color, lw=2, alpha=0.6)
+        ax.plot([rank], [y], marker="o", color=color, ms=8)
+        ax.text(rank, y - 0.3, f"{rank:.2f}", ha="center", fontsize="x-small")
+    right = max(len(names) + 0.2, float(ranks.max() + half) + 0.2)
+    multi = [g for g in groups if len(g) > 1]
+    for i, group in enumerate(multi):
+        rows = [names.index(n) for n in group]
+        x = right + 0.15 * (i + 1)
+        ax.plot([x, x], [min(rows) - 0.15, max(rows) + 0.15], color="0.2", lw=3)
+    ax.set_yticks(ys, labels=names)
+    ax.set_ylim(len(names) - 0.4, -0.7)  # best at the top
+    ax.set_xlim(0.5, right + 0.15 * (len(multi) + 1))
+    ax.set_xlabel(f"mean rank (1 = best); bar: ±CD/2, CD = {critical_difference:.2f}")
+    ax.grid(alpha=0.3, axis="x")
+    if title:
+        ax.set_title(title, fontsize="small")
     return figure
 
 

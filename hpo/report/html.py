@@ -24,6 +24,7 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-top: 0.
 .banner { padding: 10px 14px; border-radius: 6px; margin: 12px 0; font-weight: 600; }
 .banner.ok { background: #e6f4ea; border: 1px solid #8cc79f; }
 .banner.warn { background: #fff4d6; border: 1px solid #e0b44c; }
+.banner.replay { background: #e8eefc; border: 1px solid #7d9be0; margin-top: 0; }
 .note { color: #444; font-size: 0.92em; }
 .warning { background: #fff4d6; border-left: 4px solid #e0b44c; padding: 6px 10px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.9em; }
@@ -126,9 +127,13 @@ def page(
     banner: tuple[str, str],
     sections: Sequence[Section],
     footer: str,
+    replay: str | None = None,
 ) -> str:
-    """The whole document: title, state banner, contents, numbered sections."""
+    """The whole document: title, state banner, contents, numbered sections. `replay`,
+    for a simulated study, is the page's first line, above the title, so nobody reads a
+    replay's numbers as trained ones."""
     level, message = banner
+    first = f'<div class="banner replay" id="replay">{html.escape(replay)}</div>' if replay else ""
     contents = "".join(
         f'<li><a href="#{html.escape(s.id)}">{html.escape(s.title)}</a></li>' for s in sections
     )
@@ -142,7 +147,7 @@ def page(
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
+        f"{first}<h1>{html.escape(title)}</h1>"
         f'<p class="subtitle">{html.escape(subtitle)}</p>'
         f'<div class="banner {html.escape(level)}" id="state">{html.escape(message)}</div>'
         f"<nav><ol>{contents}</ol></nav>{body}"
