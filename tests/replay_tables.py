@@ -29,8 +29,10 @@ def write_table(
     seeds: list[int] | None = None,
     accuracy: Callable[[dict[str, Any], int, int], float] = smooth_accuracy,
     epoch_seconds: Callable[[dict[str, Any], int, int], float] = lambda c, s, e: 1.0,
+    diverges_at: Callable[[dict[str, Any]], int | None] = lambda c: None,
 ) -> Path:
-    """table.json + table.csv for `study_file` with the given curves; returns the folder."""
+    """table.json + table.csv for `study_file` with the given curves (a config that
+    diverges reports NaN losses at that epoch, flagged, and stops); returns the folder."""
     study = load_study(study_file)
     if isinstance(configs, int):
         configs = sample_configs(study, configs, seed=0)
@@ -38,21 +40,23 @@ def write_table(
     rows = []
     for index, config in enumerate(configs):
         for seed in seeds:
-            for epoch in range(1, study.budget.max_epochs + 1):
+            last = diverges_at(config) or study.budget.max_epochs
+            for epoch in range(1, last + 1):
                 value = accuracy(config, seed, epoch)
+                diverged = epoch == diverges_at(config)
                 rows.append(
                     {
                         "config_id": index,
                         "seed": seed,
                         "epoch": epoch,
                         "status": "finished",
-                        "train_loss": 1 - value,
+                        "train_loss": math.nan if diverged else 1 - value,
                         "train_accuracy": value,
-                        "val_loss": 1 - value,
+                        "val_loss": math.nan if diverged else 1 - value,
                         "val_accuracy": value,
                         "lr": config.get("lr", 0.0),
                         "epoch_time_s": epoch_seconds(config, seed, epoch),
-                        "diverged": False,
+                        "diverged": diverged,
                         **{f"config/{k}": v for k, v in config.items()},
                     }
                 )

@@ -64,7 +64,7 @@ def test_a_continuous_space_uses_a_surrogate_whose_held_out_error_is_measured(
     folder = write_table(study_file, tmp_path / "table", configs=60)
     out = replay(study_file, folder, tmp_path / "r", seeds=[0], processes=1, echo=quiet)
     info = read_study_record(out).replay
-    assert info.simulated and "k-nearest neighbours" in info.surrogate
+    assert info.simulated and "extra trees" in info.surrogate
     # The smooth synthetic curves are easy: the error is small, but it is measured.
     assert 0 < info.surrogate_mae_final < 0.02 and 0 < info.surrogate_mae_curve < 0.02
     # Random proposals are predicted; (seed 0's sampler happens to draw the table's own
@@ -77,6 +77,50 @@ def test_a_continuous_space_uses_a_surrogate_whose_held_out_error_is_measured(
     guess, held = curves.curve(near, 0), curves.curve(record.configs[0], 0)
     assert guess.predicted and not held.predicted
     assert abs(guess.metrics(4)["val_accuracy"] - held.metrics(4)["val_accuracy"]) < 1e-3
+
+
+def test_a_proposal_among_diverged_table_configs_diverges_too(write_study, tmp_path):
+    study_file = write_study({**TINY_STUDY, "strategies": ["random"]})
+    folder = write_table(
+        study_file,
+        tmp_path / "table",
+        configs=60,
+        diverges_at=lambda c: 2 if c["lr"] > 0.01 else None,
+    )
+    record, rows = read_table(folder)
+    curves = CurveTable(load_study(study_file), record.configs, rows)
+    high = curves.curve({"lr": 0.025, "optimizer": "adam"}, 0)
+    low = curves.curve({"lr": 0.002, "optimizer": "adam"}, 0)
+    assert high.predicted and high.diverged_at == 2 and high.epochs == 2
+    assert low.diverged_at is None and low.epochs == 4
+    out = replay(study_file, folder, tmp_path / "r", seeds=[0, 1, 2], processes=1, echo=quiet)
+    trials = pd.read_csv(out / "trials.csv")
+    ended = trials.groupby("trial_id").agg(lr=("config/lr", "first"), status=("status", "first"))
+    assert (ended.status[ended.lr > 0.015] == "diverged").all()
+    assert (ended.status[ended.lr < 0.005] == "finished").all()
+    for run in read_study_record(out).runs.values():
+        assert run.best.config["lr"] <= 0.015  # a diverged trial is never selected
+
+
+def test_charged_decision_time_moves_the_clock(write_study, tmp_path):
+    study_file = write_study({**TINY_STUDY, "strategies": ["optuna"], "max_concurrent_trials": 1})
+    folder = write_table(study_file, tmp_path / "table", configs=30)
+    runs = {}
+    for charge in (False, True):
+        out = replay(
+            study_file,
+            folder,
+            tmp_path / str(charge),
+            processes=1,
+            charge_decisions=charge,
+            echo=quiet,
+        )
+        runs[charge] = read_study_record(out).runs["optuna/seed-0"]
+    # One worker: every decision is made while the worker waits, so charging it adds up
+    # to (at most, the last one comes after the last epoch) the run's decision time.
+    extra = runs[True].wall_s - runs[False].wall_s
+    assert 0 < extra <= runs[True].decision_s + 1e-9
+    assert runs[False].wall_s == 16.0  # 16 epochs of 1 s, one worker
 
 
 def test_replays_are_deterministic_and_report_like_real_runs(write_study, tmp_path):
@@ -234,3 +278,22 @@ def test_one_worker_replay_reproduces_a_real_run(ray_session, tmp_path):
         assert replayed.runs[key].best.config == run.best.config
     sha = real[real.strategy == "sha"]
     assert sha.groupby("trial_id").epoch.max().value_counts().to_dict().get(4, 0) >= 1
+
+
+def test_the_report_reads_a_replay_and_says_so_first(write_study, tmp_path):
+    import re
+
+    from hpo.report import build_report
+
+    study_file = write_study({**TINY_STUDY, "strategies": ["random", "asha", "optuna"]})
+    folder = write_table(study_file, tmp_path / "table", configs=40)
+    out = replay(study_file, folder, tmp_path / "r", seeds=list(range(10)), echo=quiet)
+    page = build_report(out).read_text()
+    body = page[page.index("<body") :]
+    first_text = re.sub(r"<[^>]+>", " ", body[body.index(">") + 1 :]).split()
+    assert (
+        " ".join(first_text[:9])
+        == "REPLAY: simulated on recorded learning curves, nothing was trained."
+    )
+    assert "extra trees" in body and "held-out MAE" in body
+    assert "Friedman" in body and "Many seeds" in body  # ten seeds: the many-seeds section

@@ -2,10 +2,15 @@
 
 A configuration the table holds is looked up exactly (one curve per training seed). For
 any other configuration (continuous spaces: a searcher proposes values no table can
-hold) a surrogate predicts the whole curve: scikit-learn's distance-weighted
-k-nearest-neighbours regressor on the scaled space (log scale for loguniform, one-hot
-choices), one per training seed, fitted to every epoch's metrics at once. Its error on
+hold) a surrogate predicts the whole curve: scikit-learn's extremely randomized trees
+(ExtraTreesRegressor) on the scaled space (log scale for loguniform, one-hot choices),
+one per training seed, fitted to every epoch's metrics at once. Its error on
 configurations left out of the fit is measured (`held_out_error`) and reported.
+
+Measured on the default study's table (200 configs × 3 seeds, 5-fold over configs): mean
+absolute error of the final validation accuracy 0.16 for 3-nearest neighbours, 0.10 for
+a random forest, 0.08 for extra trees; the same config under another training seed
+differs by 0.045 on average, a floor no surrogate of one seed's curve can go below.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 # What a simulated trial reports each epoch, besides epoch and flags (trainables.loop's
 # epoch metrics that the table records).
 CURVE_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
-NEIGHBOURS = (1, 3, 5, 8, 12)  # k tried by cross-validation; the best is kept
+TREES = 100
 FOLDS = 5
 
 
@@ -64,7 +69,6 @@ class CurveTable:
         self._curves = _curves(rows, self.max_epochs)
         self._features = np.array([encode(self.space, c) for c in configs])
         self._models: dict[int, Any] = {}  # training seed → fitted surrogate
-        self.neighbours: int | None = None
         self._cache: dict[tuple, Curve] = {}
 
     def curve(self, config: dict[str, Any], seed: int) -> Curve:
@@ -81,9 +85,8 @@ class CurveTable:
 
     # ------------------------------------------------------------------ surrogate
     def describe(self) -> str:
-        k = self.neighbours or self._choose_k()
         return (
-            f"k-nearest neighbours (scikit-learn, k={k}, distance-weighted) on the scaled "
+            f"extra trees (scikit-learn ExtraTreesRegressor, {TREES} trees) on the scaled "
             f"space, whole curves per training seed, fitted to {len(self.configs)} configs"
         )
 
@@ -91,61 +94,14 @@ class CurveTable:
         """Mean absolute error of the study's metric on configs left out of the fit
         (FOLDS-fold over configs, every training seed): at max_epochs, and over every
         epoch of the curves. Diverged curves are left out (they have no full curve)."""
-        k = self.neighbours or self._choose_k()
-        return self._cross_validate(k)
-
-    def _predict(self, config: dict[str, Any], seed: int) -> Curve:
-        if seed not in self._models:
-            self._models[seed] = self._fit(seed, self.neighbours or self._choose_k())
-        model, diverged = self._models[seed]
-        x = np.array([encode(self.space, config)])
-        flat = model.predict(x)[0]
-        values = flat.reshape(self.max_epochs, len(CURVE_METRICS))
-        stop = _predicted_divergence(diverged, model, x)
-        if stop is not None:
-            values = values[:stop]
-        return Curve(values, stop, predicted=True)
-
-    def _fit(self, seed: int, k: int, exclude: set[int] | None = None):
-        from sklearn.neighbors import KNeighborsRegressor
-
-        ids, targets, diverged = self._training_set(seed, exclude or set())
-        model = KNeighborsRegressor(n_neighbors=min(k, len(ids)), weights="distance")
-        model.fit(self._features[ids], targets)
-        return model, diverged
-
-    def _training_set(self, seed: int, exclude: set[int]):
-        """Full curves as targets; diverged configs kept aside with their epoch, so that
-        a proposal whose nearest neighbours mostly diverged diverges too."""
-        ids, targets, diverged = [], [], {}
-        for (index, s), curve in self._curves.items():
-            if s != seed or index in exclude:
-                continue
-            if curve.diverged_at is not None:
-                diverged[index] = curve.diverged_at
-            elif curve.epochs == self.max_epochs:
-                ids.append(index)
-                targets.append(curve.values.ravel())
-        if not ids:
-            raise StudyError(f"table: no complete curve for training seed {seed}")
-        # The divergence neighbours are looked up among all configs of this seed.
-        return ids, np.array(targets), (diverged, self._features)
-
-    def _choose_k(self) -> int:
-        errors = {k: self._cross_validate(k)[0] for k in NEIGHBOURS if k < len(self.configs)}
-        self.neighbours = min(errors, key=errors.get) if errors else 1
-        return self.neighbours
-
-    def _cross_validate(self, k: int) -> tuple[float, float]:
-        column = CURVE_METRICS.index(self.metric) if self.metric in CURVE_METRICS else None
-        if column is None:
+        if self.metric not in CURVE_METRICS:
             raise StudyError(f"table: the study's metric {self.metric} is not in the table")
+        column = CURVE_METRICS.index(self.metric)
         order = np.random.RandomState(0).permutation(len(self.configs))
         final, curve = [], []
         for fold in np.array_split(order, FOLDS):
-            left_out = set(fold.tolist())
             for seed in self.seeds:
-                model, _ = self._fit(seed, k, exclude=left_out)
+                model, _ = self._fit(seed, exclude=set(fold.tolist()))
                 for index in fold:
                     held = self._curves.get((int(index), seed))
                     if held is None or held.diverged_at is not None:
@@ -159,16 +115,56 @@ class CurveTable:
                     curve.append(float(np.mean(np.abs(guess - truth))))
         return float(np.mean(final)), float(np.mean(curve))
 
+    def _predict(self, config: dict[str, Any], seed: int) -> Curve:
+        if seed not in self._models:
+            self._models[seed] = self._fit(seed)
+        model, diverged = self._models[seed]
+        x = np.array([encode(self.space, config)])
+        values = model.predict(x)[0].reshape(self.max_epochs, len(CURVE_METRICS))
+        stop = _predicted_divergence(diverged, x)
+        if stop is not None:
+            values = values[:stop]
+        return Curve(values, stop, predicted=True)
 
-def _predicted_divergence(diverged, model, x: np.ndarray) -> int | None:
+    def _fit(self, seed: int, exclude: set[int] | None = None):
+        from sklearn.ensemble import ExtraTreesRegressor
+
+        ids, targets, diverged = self._training_set(seed, exclude or set())
+        model = ExtraTreesRegressor(n_estimators=TREES, random_state=seed, n_jobs=1)
+        model.fit(self._features[ids], targets)
+        return model, diverged
+
+    def _training_set(self, seed: int, exclude: set[int]):
+        """Full curves as targets; diverged configs kept aside with their epoch, so that
+        a proposal whose nearest table configs mostly diverged diverges too."""
+        ids, targets, diverged = [], [], {}
+        for (index, s), curve in self._curves.items():
+            if s != seed or index in exclude:
+                continue
+            if curve.diverged_at is not None:
+                diverged[index] = curve.diverged_at
+            elif curve.epochs == self.max_epochs:
+                ids.append(index)
+                targets.append(curve.values.ravel())
+        if not ids:
+            raise StudyError(f"table: no complete curve for training seed {seed}")
+        nearest = [i for i in range(len(self.configs)) if i not in exclude]
+        return ids, np.array(targets), (diverged, self._features, nearest)
+
+
+DIVERGENCE_NEIGHBOURS = 5
+
+
+def _predicted_divergence(diverged, x: np.ndarray) -> int | None:
     """The epoch at which a proposal diverges when most of its nearest table configs
-    (the same k, all configs of the seed) diverged: their median divergence epoch."""
-    by_index, features = diverged
+    (of the same seed) diverged: their median divergence epoch. Trees fitted to full
+    curves cannot say it; the table's own diverged curves can."""
+    by_index, features, candidates = diverged
     if not by_index:
         return None
-    k = model.n_neighbors
-    distances = np.linalg.norm(features - x, axis=1)
-    nearest = np.argsort(distances, kind="stable")[:k]
+    distances = np.linalg.norm(features[candidates] - x, axis=1)
+    nearest = [candidates[i] for i in np.argsort(distances, kind="stable")]
+    nearest = nearest[:DIVERGENCE_NEIGHBOURS]
     epochs = [by_index[i] for i in nearest if i in by_index]
     return int(np.median(epochs)) if len(epochs) * 2 > len(nearest) else None
 

@@ -308,7 +308,7 @@ class RankTest:
         return pd.DataFrame(
             [
                 {
-                    "test": "Friedman (scipy.stats.friedmanchisquare) + Nemenyi post-hoc",
+                    "method": "Friedman (scipy.stats.friedmanchisquare) + Nemenyi post-hoc",
                     "strategies": len(self.strategies),
                     "seeds": self.seeds,
                     "chi_square": self.statistic,
