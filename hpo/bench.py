@@ -383,6 +383,76 @@ def strategies(
     return rows
 
 
+def ranking(
+    replay_dir: str | Path,
+    real_dir: str | Path | None = None,
+    subset: int = 3,
+    draws: int = 2000,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """How far a few-seed ranking of the strategies is from a many-seed replay's.
+
+    Strategies are ranked within each seed by their run's best validation metric (1 =
+    best, ties share) and averaged over seeds. Prints the replay's mean ranks; Kendall's
+    tau between them and those of `draws` random `subset`-seed subsets of the same replay
+    (how far a `subset`-seed study on the same curves typically lands); and, given a real
+    study's folder, tau between the replay's and the real study's mean ranks."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    replay_ranks = _seed_ranks(replay_dir)
+    full = replay_ranks.mean()
+    generator = np.random.default_rng(0)
+    taus = []
+    for _ in range(draws):
+        seeds = generator.choice(len(replay_ranks), size=subset, replace=False)
+        taus.append(kendalltau(full, replay_ranks.iloc[seeds].mean()).statistic)
+    taus = np.nan_to_num(np.array(taus))  # a subset with all strategies tied has no tau
+    result: dict[str, Any] = {
+        "replay_mean_ranks": full.round(2).to_dict(),
+        "replay_seeds": len(replay_ranks),
+        "subset_tau_median": float(np.median(taus)),
+        "subset_tau_5_95": (float(np.percentile(taus, 5)), float(np.percentile(taus, 95))),
+    }
+    echo(f"replay mean rank over {len(replay_ranks)} seeds: " + _ranks_text(full))
+    echo(
+        f"{subset}-seed subsets of the replay ({draws} draws): Kendall tau with the "
+        f"{len(replay_ranks)}-seed ranking median {result['subset_tau_median']:.2f}, "
+        f"5–95 % {result['subset_tau_5_95'][0]:.2f} to {result['subset_tau_5_95'][1]:.2f}"
+    )
+    if real_dir is not None:
+        real = _seed_ranks(real_dir).mean().reindex(full.index)
+        tau = kendalltau(full, real)
+        result.update(real_mean_ranks=real.round(2).to_dict(), real_tau=float(tau.statistic))
+        echo("real study mean rank over its seeds: " + _ranks_text(real))
+        echo(f"Kendall tau, replay vs real study: {tau.statistic:.2f} (p = {tau.pvalue:.2g})")
+    return result
+
+
+def _seed_ranks(study_dir: str | Path):
+    """Per seed (rows) and strategy (columns): the strategy's rank by its run's best
+    validation metric among the strategies of that seed; seeds where all reported."""
+    import pandas as pd
+
+    from hpo.records import read_study_record
+    from hpo.strategies import strategy_order
+
+    record = read_study_record(study_dir)
+    values = pd.DataFrame(
+        [
+            {"strategy": run.strategy, "seed": run.seed, "value": run.best.value}
+            for run in record.runs.values()
+            if run.best is not None
+        ]
+    ).pivot(index="seed", columns="strategy", values="value")
+    values = values.dropna()[strategy_order(values.columns)]
+    return values.rank(axis=1, ascending=record.mode == "min", method="average")
+
+
+def _ranks_text(ranks) -> str:
+    return ", ".join(f"{name} {rank:.2f}" for name, rank in ranks.sort_values().items())
+
+
 def _mean_std(values: Sequence[float | None], digits: int = 4) -> str:
     values = [float(v) for v in values if v is not None]
     if not values:

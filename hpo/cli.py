@@ -172,6 +172,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.feature_cache(epochs=args.epochs)
     elif args.which == "strategies":
         bench.strategies(args.results_dir, args.target)
+    elif args.which == "ranking":
+        bench.ranking(args.results_dir, args.against)
     else:
         bench.memory(args.study)
     return 0
@@ -353,7 +355,9 @@ def _predict_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def _bench_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("which", choices=("overhead", "memory", "feature-cache", "strategies"))
+    command.add_argument(
+        "which", choices=("overhead", "memory", "feature-cache", "strategies", "ranking")
+    )
     command.add_argument("--trials", type=int, default=16, help="overhead: trials of the job")
     command.add_argument(
         "--epochs", type=int, default=10, help="overhead: epochs per trial; feature-cache: epochs"
@@ -363,8 +367,11 @@ def _bench_arguments(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--study", default="studies/digits_cnn.yaml", help="memory: study file")
     command.add_argument(
-        "--results-dir", default="results/digits_cnn", help="strategies: a finished study"
+        "--results-dir",
+        default="results/digits_cnn",
+        help="strategies: a finished study; ranking: a replay (results/<study>/replay)",
     )
+    command.add_argument("--against", help="ranking: a real study's results folder to compare")
     command.add_argument(
         "--target", type=float, default=0.98, help="strategies: validation metric to reach"
     )

@@ -297,3 +297,12 @@ def test_the_report_reads_a_replay_and_says_so_first(write_study, tmp_path):
     )
     assert "extra trees" in body and "held-out MAE" in body
     assert "Friedman" in body and "Many seeds" in body  # ten seeds: the many-seeds section
+
+    from hpo.bench import ranking
+
+    lines: list[str] = []
+    result = ranking(out, out, subset=3, draws=200, echo=lines.append)
+    assert result["real_tau"] == pytest.approx(1.0)  # itself
+    assert result["replay_seeds"] == 10 and -1 <= result["subset_tau_median"] <= 1
+    assert sorted(result["replay_mean_ranks"]) == ["asha", "optuna", "random"]
+    assert len(lines) == 4 and "Kendall tau" in lines[-1]
