@@ -123,6 +123,16 @@ def test_charged_decision_time_moves_the_clock(write_study, tmp_path):
     assert runs[False].wall_s == 16.0  # 16 epochs of 1 s, one worker
 
 
+def test_a_time_limit_holds_on_the_simulated_clock(write_study, tmp_path):
+    budget = {**TINY_STUDY["budget"], "time_limit_s": 5.0}
+    study = {**TINY_STUDY, "strategies": ["random"], "budget": budget, "max_concurrent_trials": 1}
+    study_file = write_study(study)
+    folder = write_table(study_file, tmp_path / "table", configs=10)  # 1 s per epoch
+    out = replay(study_file, folder, tmp_path / "r", processes=1, echo=quiet)
+    run = read_study_record(out).runs["random/seed-0"]
+    assert run.epochs == 5 and run.wall_s == 5.0  # not the 16 epochs the budget allows
+
+
 def test_replays_are_deterministic_and_report_like_real_runs(write_study, tmp_path):
     study_file = write_study(
         {**TINY_STUDY, "strategies": ["random", "sha", "asha", "hyperband", "optuna", "pbt"]}

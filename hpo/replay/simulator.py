@@ -84,11 +84,13 @@ class SimulatedController:
         decision_key: str,
         charge_decisions: bool = False,
         max_pending: int = 200,
+        time_limit_s: float | None = None,
     ):
         self.search_alg, self.scheduler, self.stopper = search_alg, scheduler, stopper
         self.curves, self.table_seed, self.workers = curves, table_seed, workers
         self.decision_key, self.charge_decisions = decision_key, charge_decisions
         self.max_pending = max_pending
+        self.time_limit_s = time_limit_s  # Tune's time_budget_s, on the simulated clock
         self.clock = 0.0
         self._trials: list[Trial] = []
         self._live: set[Trial] = set()
@@ -161,7 +163,8 @@ class SimulatedController:
                     continue
                 break  # nothing runs and nothing can start: the searcher is done
             self._next_event()
-            if self.stopper.stop_all():
+            out_of_time = self.time_limit_s is not None and self.clock >= self.time_limit_s
+            if self.stopper.stop_all() or out_of_time:
                 self._stop_experiment()
             if self.charge_decisions:  # the driver's thinking delays what starts next
                 spent = decision.seconds(self.decision_key)
@@ -345,6 +348,7 @@ def simulate(
         decision_key=key,
         charge_decisions=charge_decisions,
         max_pending=max_pending,
+        time_limit_s=budget.time_limit_s,
     )
     return controller.run()
 
