@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.records import RunRecord, StudyRecord, read_study_record
+from hpo.records import BestTrial, RunRecord, StudyRecord, read_study_record
 from hpo.spec import Study, StudyError
 from trainables import EPOCH_METRICS, HYPERPARAMETER_PREFIX, PROPOSED_BY
 
@@ -116,6 +116,25 @@ def summarize_run(run: RunRecord, frame: pd.DataFrame, metric: str, mode: str) -
         else {}
     )
     return None if frame.empty else best_row(frame, metric, mode)
+
+
+def best_trial(
+    row: pd.Series,
+    metric: str,
+    test: dict[str, float | None] | None = None,
+    checkpoint_epoch: int | None = None,
+) -> BestTrial:
+    """A run's selected trial-epoch (a best_row) as its record says it."""
+    return BestTrial(
+        trial_id=row["trial_id"],
+        epoch=int(row["epoch"]),
+        cum_epochs=int(row["cum_epochs"]),
+        metric=metric,
+        value=float(row[metric]),
+        config=best_config(row),
+        test=test or {},
+        checkpoint_epoch=checkpoint_epoch,
+    )
 
 
 def best_config(row: pd.Series) -> dict[str, Any]:

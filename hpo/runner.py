@@ -24,7 +24,6 @@ from hpo.files import write_csv, write_npz
 from hpo.provenance import machine_info, now_iso, package_versions
 from hpo.records import (
     STUDY_FILE,
-    BestTrial,
     RunRecord,
     StudyRecord,
     read_run_record,
@@ -287,16 +286,7 @@ class StudyRunner:
             run.best = None
             return
         test, checkpoint_epoch = self._test_metrics(path, row["trial_id"], run.seed)
-        run.best = BestTrial(
-            trial_id=row["trial_id"],
-            epoch=int(row["epoch"]),
-            cum_epochs=int(row["cum_epochs"]),
-            metric=metric,
-            value=float(row[metric]),
-            config=res.best_config(row),
-            test=test,
-            checkpoint_epoch=checkpoint_epoch,
-        )
+        run.best = res.best_trial(row, metric, test, checkpoint_epoch)
 
     def _test_metrics(
         self, path: Path, trial_id: str, seed: int

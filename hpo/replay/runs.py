@@ -23,7 +23,7 @@ import pandas as pd
 from hpo import results as res
 from hpo.files import write_csv
 from hpo.provenance import now_iso, package_versions
-from hpo.records import BestTrial, ReplayInfo, RunRecord, StudyRecord, write_study_record
+from hpo.records import ReplayInfo, RunRecord, StudyRecord, write_study_record
 from hpo.replay.curves import CurveTable
 from hpo.replay.simulator import SimRun, simulate
 from hpo.spec import Study, StudyError, load_study, study_hash
@@ -235,14 +235,7 @@ def _run_record(
     )
     row = res.summarize_run(run, frame, metric, mode)
     if row is not None and math.isfinite(float(row[metric])):
-        run.best = BestTrial(
-            trial_id=row["trial_id"],
-            epoch=int(row["epoch"]),
-            cum_epochs=int(row["cum_epochs"]),
-            metric=metric,
-            value=float(row[metric]),
-            config=res.best_config(row),
-        )
+        run.best = res.best_trial(row, metric)
     return run
 
 
