@@ -143,6 +143,11 @@ def export(
 
     study_dir = Path(study_dir)
     results = res.load_results(study_dir)  # StudyError naming the folder when it is not one
+    if results.record.replay is not None:
+        raise StudyError(
+            f"{study_dir}: a replay (simulated on recorded curves, nothing trained): its "
+            "values may be a surrogate's; export from a real study's results folder"
+        )
     study = results.study
     if strategy != "best" and strategy not in study.strategies:
         raise StudyError(f"--strategy: {strategy!r} is not one of {study.strategies} or best")

@@ -15,7 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from hpo import results as res
-from hpo.records import RUN_STATUSES, RunRecord, read_run_record, read_study_record, run_dir
+from hpo.records import (
+    RUN_STATUSES,
+    RunRecord,
+    StudyRecord,
+    read_run_record,
+    read_study_record,
+    run_dir,
+)
 from hpo.spec import Study, StudyError
 
 PENDING = "pending"  # no run record yet
@@ -68,8 +75,11 @@ def study_status(study_dir: str | Path) -> pd.DataFrame:
     """One row per strategy × seed: state, trials done/planned, epochs spent of the budget,
     best validation metric so far and elapsed seconds."""
     study_dir = Path(study_dir)
-    study = read_study_record(study_dir).study
+    record = read_study_record(study_dir)
+    study = record.study
     metric, mode = study.metric.name, study.metric.mode
+    if record.replay is not None:
+        return _replay_status(record)
     rows = []
     for strategy in study.strategies:
         for seed in study.seeds:
@@ -93,6 +103,28 @@ def study_status(study_dir: str | Path) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _replay_status(record: StudyRecord) -> pd.DataFrame:
+    """A replay's runs (hpo replay writes them all at once, finished): elapsed_s is in
+    simulated seconds."""
+    metric = record.metric
+    return pd.DataFrame(
+        [
+            {
+                "strategy": run.strategy,
+                "seed": run.seed,
+                "state": f"{run.status} (replay)",
+                "trials": run.trials,
+                "planned_trials": planned_trials(record.study, run.strategy, run.seed),
+                "epochs": run.epochs,
+                "budget_epochs": record.study.budget.total_epochs,
+                f"best_{metric}": run.best.value if run.best is not None else None,
+                "elapsed_s": run.wall_s,
+            }
+            for run in record.runs.values()
+        ]
+    )
 
 
 def elapsed(run: RunRecord | None, state: str) -> float:

@@ -316,3 +316,19 @@ def test_the_report_reads_a_replay_and_says_so_first(write_study, tmp_path):
     assert result["replay_seeds"] == 10 and -1 <= result["subset_tau_median"] <= 1
     assert sorted(result["replay_mean_ranks"]) == ["asha", "optuna", "random"]
     assert len(lines) == 4 and "Kendall tau" in lines[-1]
+
+
+def test_status_lists_a_replays_runs_and_export_refuses_it(write_study, tmp_path):
+    from hpo.export import export
+    from hpo.status import study_status
+
+    study_file = write_study({**TINY_STUDY, "strategies": ["random"]})
+    folder = write_table(study_file, tmp_path / "table", configs=10)
+    out = replay(study_file, folder, tmp_path / "r", seeds=[3, 4], processes=1, echo=quiet)
+    status = study_status(out)
+    assert status[["strategy", "seed", "state"]].values.tolist() == [
+        ["random", 3, "finished (replay)"],
+        ["random", 4, "finished (replay)"],
+    ]
+    with pytest.raises(StudyError, match="a replay .* export from a real study"):
+        export(out)
