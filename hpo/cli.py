@@ -104,7 +104,7 @@ def cmd_tabulate(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from hpo.replay.runs import replay
 
-    replay(
+    folder = replay(
         args.file,
         table=args.table,
         results_root=args.results,
@@ -113,6 +113,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         workers=args.workers,
         charge_decisions=args.charge_decisions,
     )
+    from hpo.report import build_report  # as hpo run does, the replay ends with its report
+
+    print(f"report:  {build_report(folder)}")
     return 0
 
 

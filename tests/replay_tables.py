@@ -13,7 +13,7 @@ import pandas as pd
 from hpo.files import write_csv
 from hpo.records import TableRecord, write_table_record
 from hpo.spec import load_study, study_hash
-from hpo.tabulate import TABLE_FILE, sample_configs
+from hpo.tabulate import TABLE_FILE, table_configs
 
 
 def smooth_accuracy(config: dict[str, Any], seed: int, epoch: int) -> float:
@@ -35,7 +35,7 @@ def write_table(
     diverges reports NaN losses at that epoch, flagged, and stops); returns the folder."""
     study = load_study(study_file)
     if isinstance(configs, int):
-        configs = sample_configs(study, configs, seed=0)
+        configs = table_configs(study, configs, seed=0)  # as hpo tabulate chooses them
     seeds = seeds if seeds is not None else list(study.seeds)
     rows = []
     for index, config in enumerate(configs):

@@ -332,3 +332,29 @@ def test_status_lists_a_replays_runs_and_export_refuses_it(write_study, tmp_path
     ]
     with pytest.raises(StudyError, match="a replay .* export from a real study"):
         export(out)
+
+
+def test_the_command_replays_and_ends_with_the_report(write_study, tmp_path):
+    study_file = write_study(finite_study(strategies=["random", "sha"]))
+    folder = write_table(study_file, tmp_path / "table", configs=8)
+    done = run_hpo(
+        "replay",
+        str(study_file),
+        "--table",
+        str(folder),
+        "--results",
+        str(tmp_path / "r"),
+        "--seeds",
+        "0-2",
+        "--workers",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "r" / "tiny" / "replay"
+    assert (
+        "2 strategies × 3 seeds" in done.stdout
+        and "looked up in the table (no surrogate)" in done.stdout
+    )
+    assert done.stdout.strip().splitlines()[-1] == f"report:  {out / 'report' / 'index.html'}"
+    record = read_study_record(out)
+    assert record.replay.workers == 1 and len(record.runs) == 6

@@ -84,10 +84,17 @@ def replay(
     )
     folder = root / study.name / REPLAY_DIR
     _write(folder, record, trials)
+    if info.surrogate is None:
+        source = "every trial-epoch looked up in the table (no surrogate)"
+    else:
+        source = (
+            f"{predicted:.0%} of trial-epochs predicted by the surrogate (held-out MAE of "
+            f"final {study.metric.name} {info.surrogate_mae_final:.3f})"
+        )
     echo(
         f"{folder}: {len(jobs)} runs, {info.simulated_s:,.0f} simulated s in "
         f"{info.real_s:.1f} s ({info.simulated_s / max(info.real_s, 1e-9):,.0f}× real time); "
-        f"{predicted:.0%} of trial-epochs predicted by the surrogate"
+        + source
     )
     return folder
 
