@@ -158,10 +158,8 @@ class SimulatedController:
         while not self._finished():
             self._update_trial_queue()
             self._start_trials()
-            if not self._events:
-                if self._running or self._finished():
-                    continue
-                break  # nothing runs and nothing can start: the searcher is done
+            if not self._events:  # nothing runs and nothing can start: the run is over
+                break
             self._next_event()
             out_of_time = self.time_limit_s is not None and self.clock >= self.time_limit_s
             if self.stopper.stop_all() or out_of_time:
