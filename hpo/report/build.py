@@ -417,7 +417,7 @@ def header_facts(report: Report) -> list[tuple[str, str]]:
             "dataset",
             f"{dataset.name}: validation fraction {dataset.val_fraction}, "
             f"test fraction {dataset.test_fraction}, split by "
-            + ("each run's seed" if dataset.split_seed is None else f"seed {dataset.split_seed}")
+            + _split_text(report)
             + f"; {_sizes_text(report.runs_meta)}",
         ),
         (
@@ -930,6 +930,17 @@ def _decision(seconds: Any, wall: Any) -> str:
         return "not measured"
     share = "" if h.is_missing(wall) or not wall else f" ({100 * seconds / wall:.1f} %)"
     return f"{seconds:.1f}{share}"
+
+
+def _split_text(report: Report) -> str:
+    """How the data was split: per run, or once (a fixed split_seed, or a replay's table,
+    recorded on the split of the study's first seed: hpo.tabulate)."""
+    study = report.results.study
+    if study.dataset.split_seed is not None:
+        return f"seed {study.dataset.split_seed}"
+    if report.simulated:
+        return f"seed {study.seeds[0]} (the table's one split)"
+    return "each run's seed"
 
 
 def _seconds_word(report: Report) -> str:
