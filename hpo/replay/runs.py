@@ -10,6 +10,7 @@ renamed into place): an interrupted or failed replay leaves the previous one int
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import shutil
 import time
@@ -192,7 +193,13 @@ def _simulate_all(
     if processes <= 1:
         _set_curves(curves)
         return [_simulate_one(study, job, workers, charge) for job in jobs]
-    with ProcessPoolExecutor(processes, initializer=_set_curves, initargs=(curves,)) as pool:
+    # Spawned, not forked: a forked child of a process connected to Ray (a notebook, the
+    # test session) inherits that connection, and registering the replay's trainable
+    # then blocks on Ray's key-value store (measured: a hang).
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        processes, mp_context=spawn, initializer=_set_curves, initargs=(curves,)
+    ) as pool:
         n = len(jobs)
         return list(
             pool.map(_simulate_one, [study] * n, jobs, [workers] * n, [charge] * n, chunksize=1)
