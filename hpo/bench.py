@@ -430,23 +430,26 @@ def ranking(
 
 
 def _seed_ranks(study_dir: str | Path):
-    """Per seed (rows) and strategy (columns): the strategy's rank by its run's best
-    validation metric among the strategies of that seed; seeds where all reported."""
+    """Per paired seed (rows) and strategy (columns): the strategy's rank by its run's
+    best validation metric among that seed's runs, as the report ranks them
+    (tables.seed_ranks over many_seeds.paired_seeds)."""
     import pandas as pd
 
     from hpo.records import read_study_record
-    from hpo.strategies import strategy_order
+    from hpo.report.many_seeds import paired_seeds
+    from hpo.report.tables import seed_ranks
 
     record = read_study_record(study_dir)
-    values = pd.DataFrame(
+    runs = pd.DataFrame(
         [
-            {"strategy": run.strategy, "seed": run.seed, "value": run.best.value}
+            {"strategy": run.strategy, "seed": run.seed, "best_val": run.best.value}
             for run in record.runs.values()
             if run.best is not None
         ]
-    ).pivot(index="seed", columns="strategy", values="value")
-    values = values.dropna()[strategy_order(values.columns)]
-    return values.rank(axis=1, ascending=record.mode == "min", method="average")
+    )
+    strategies, seeds = paired_seeds(runs)
+    ranks = seed_ranks(runs[runs["seed"].isin(seeds)], record.mode)
+    return ranks.pivot(index="seed", columns="strategy", values="rank")[strategies]
 
 
 def _ranks_text(ranks) -> str:

@@ -34,7 +34,7 @@ from hpo.records import (
     write_study_record,
 )
 from hpo.spec import Study, StudyError, load_study, study_hash
-from hpo.strategies import STRATEGIES, decision
+from hpo.strategies import STRATEGIES, decision, selected
 
 
 class RunInterrupted(Exception):
@@ -55,12 +55,8 @@ class StudyRunner:
     ):
         self.study_file = Path(study_file)
         self.study: Study = preflight.absolute_paths(load_study(self.study_file))
-        self.strategies = list(strategies or self.study.strategies)
+        self.strategies = selected(self.study, strategies)
         self.seeds = list(self.study.seeds if seeds is None else seeds)
-        for name in self.strategies:
-            if name not in self.study.strategies:
-                known = self.study.strategies
-                raise StudyError(f"--strategies: {name!r} is not in the study's strategies {known}")
         self.directory = Path(results_root).resolve() / self.study.name
         self.echo = echo
         # One Ray actor per slot runs trial after trial (tests compare with False).

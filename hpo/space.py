@@ -1,5 +1,6 @@
 """The one place that turns a study's search space into something else: Ray Tune domains,
-grid values, and Optuna distributions (for the report's importance analysis)."""
+grid values, Optuna distributions (for the report's importance analysis), the points of
+a finite space (tables), and unit-scaled features (the replay's surrogate)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,31 @@ def optuna_distribution(param: Param) -> Any:
         return IntDistribution(param.randint.low, param.randint.high - 1)
     bounds = param.loguniform or param.uniform
     return FloatDistribution(bounds.low, bounds.high, log=is_log(param))
+
+
+def finite_points(space: Mapping[str, Param]) -> list[dict[str, Any]] | None:
+    """Every configuration of a space of choices only, in order; None for any other."""
+    import itertools
+
+    if any(param.choice is None for param in space.values()):
+        return None
+    points = itertools.product(*(param.choice for param in space.values()))
+    return [dict(zip(space, point, strict=True)) for point in points]
+
+
+def unit_features(space: Mapping[str, Param], config: Mapping[str, Any]) -> list[float]:
+    """A configuration as features for a model of the space: continuous and integer values
+    scaled to [0, 1] (log scale for loguniform), choices one-hot, scaled so that a
+    mismatch counts 1 in Euclidean distance, as a full range does."""
+    features: list[float] = []
+    for name, param in space.items():
+        value = config[name]
+        if param.choice is not None:
+            features += [float(value == option) / math.sqrt(2) for option in param.choice]
+            continue
+        domain = param.uniform or param.loguniform or param.randint
+        low, high, value = float(domain.low), float(domain.high), float(value)
+        if is_log(param):
+            low, high, value = math.log(low), math.log(high), math.log(value)
+        features.append((value - low) / (high - low) if high > low else 0.0)
+    return features

@@ -52,13 +52,11 @@ def table_configs(study: Study, count: int, seed: int = 0) -> list[dict[str, Any
     """The table's configurations: every point of a finite space (choices only) that has
     at most `count` of them, in order, so that a replay looks every proposal up exactly;
     otherwise a seeded sample of `count` (sample_configs)."""
-    import itertools
+    from hpo import space as spaces
 
-    if count >= 1 and all(p.choice is not None for p in study.space.values()):
-        sizes = [len(p.choice) for p in study.space.values()]
-        if int(np.prod(sizes)) <= count:
-            points = itertools.product(*(p.choice for p in study.space.values()))
-            return [dict(zip(study.space, point, strict=True)) for point in points]
+    points = spaces.finite_points(study.space)
+    if points is not None and 1 <= len(points) <= count:
+        return points
     return sample_configs(study, count, seed)
 
 

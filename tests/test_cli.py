@@ -46,7 +46,16 @@ def test_run_rejects_unknown_strategy_subset(write_study, study_dict, tmp_path, 
         ["run", str(write_study(study_dict)), "--strategies", "tpe", "--results", str(results)]
     )
     assert code == 2
-    assert "--strategies: 'tpe' is not in the study's strategies" in capsys.readouterr().err
+    assert "--strategies: 'tpe' is not a registered strategy" in capsys.readouterr().err
+    assert not results.exists()
+    study_dict["strategies"] = ["random"]  # registered, but not this study's
+    code = main(
+        ["run", str(write_study(study_dict)), "--strategies", "asha", "--results", str(results)]
+    )
+    assert code == 2
+    assert "--strategies: 'asha' is not one of the study's strategies (random)" in (
+        capsys.readouterr().err
+    )
     assert not results.exists()
 
 

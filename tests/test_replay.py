@@ -228,9 +228,7 @@ def test_bad_input_is_one_line_and_writes_nothing(write_study, tmp_path):
         return lines[0]
 
     assert "5-2 is an empty range" in refused("--seeds", "5-2")
-    assert "'bogus' cannot be simulated: not a registered strategy" in refused(
-        "--strategies", "bogus"
-    )
+    assert "'bogus' is not a registered strategy" in refused("--strategies", "bogus")
     assert "'pbt' is not one of the study's strategies" in refused("--strategies", "pbt")
     study_file.write_text(yaml.safe_dump(finite_study(description="another version")))
     assert "a table of another version of" in refused()

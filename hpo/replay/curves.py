@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hpo.space import unit_features
 from hpo.spec import StudyError
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class CurveTable:
         self.configs = configs
         self._ids = {config_key(self.space, c): i for i, c in enumerate(configs)}
         self._curves = _curves(rows, self.max_epochs)
-        self._features = np.array([encode(self.space, c) for c in configs])
+        self._features = np.array([unit_features(self.space, c) for c in configs])
         self._models: dict[int, Any] = {}  # training seed → fitted surrogate
         self._cache: dict[tuple, Curve] = {}
 
@@ -123,7 +124,7 @@ class CurveTable:
         if seed not in self._models:
             self._models[seed] = self._fit(seed)
         surrogate, diverged = self._models[seed]
-        x = np.array([encode(self.space, config)])
+        x = np.array([unit_features(self.space, config)])
         values = surrogate.predict(x)
         stop = _predicted_divergence(diverged, x)
         if stop is not None:
@@ -219,20 +220,3 @@ def _comparable(value: Any) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return float(f"{value:.10g}")
     return value
-
-
-def encode(space: dict[str, Param], config: dict[str, Any]) -> list[float]:
-    """A configuration as surrogate features: continuous values scaled to [0, 1] (log
-    scale for loguniform), choices one-hot scaled so that a mismatch counts 1."""
-    features: list[float] = []
-    for name, param in space.items():
-        value = config[name]
-        if param.choice is not None:
-            features += [float(value == option) / math.sqrt(2) for option in param.choice]
-            continue
-        domain = param.uniform or param.loguniform or param.randint
-        low, high, value = float(domain.low), float(domain.high), float(value)
-        if param.loguniform is not None:
-            low, high, value = math.log(low), math.log(high), math.log(value)
-        features.append((value - low) / (high - low) if high > low else 0.0)
-    return features

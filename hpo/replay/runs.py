@@ -28,6 +28,7 @@ from hpo.records import ReplayInfo, RunRecord, StudyRecord, write_study_record
 from hpo.replay.curves import CurveTable
 from hpo.replay.simulator import SimRun, simulate
 from hpo.spec import Study, StudyError, load_study, study_hash
+from hpo.strategies import selected
 from hpo.tabulate import TABLE_DIR, read_table
 from trainables import PROPOSED_BY
 
@@ -49,7 +50,9 @@ def replay(
     began = time.time()
     study_file = Path(study_file)
     study = load_study(study_file)
-    strategies = _simulable(study, strategies)
+    # Every registered strategy can be replayed (the simulator drives its Ray Tune
+    # objects); an unregistered name cannot be simulated.
+    strategies = selected(study, strategies)
     seeds = list(seeds if seeds is not None else study.seeds)
     workers = workers or study.max_concurrent_trials or 1
     if workers < 1:
@@ -100,25 +103,6 @@ def replay(
     return folder
 
 
-def _simulable(study: Study, strategies: list[str] | None) -> list[str]:
-    """The strategies to replay: the study's, or a subset; anything else is refused."""
-    from hpo.strategies import STRATEGIES
-
-    chosen = list(strategies or study.strategies)
-    for name in chosen:
-        if name not in STRATEGIES:
-            raise StudyError(
-                f"--strategies: {name!r} cannot be simulated: not a registered strategy "
-                f"(registered: {', '.join(STRATEGIES)})"
-            )
-        if name not in study.strategies:
-            raise StudyError(
-                f"--strategies: {name!r} is not one of the study's strategies "
-                f"({', '.join(study.strategies)})"
-            )
-    return chosen
-
-
 def _load_table(
     study: Study, study_file: Path, table_dir: Path, workers: int, charge_decisions: bool
 ) -> tuple[CurveTable, ReplayInfo]:
@@ -154,12 +138,10 @@ def _load_table(
 def covers_space(study: Study, curves: CurveTable) -> bool:
     """Whether every configuration a strategy can propose is in the table: a finite space
     (choices only) whose every point the table holds."""
-    import itertools
+    from hpo import space as spaces
 
-    if any(p.choice is None for p in study.space.values()):
-        return False
-    points = itertools.product(*(p.choice for p in study.space.values()))
-    return all(curves.holds(dict(zip(study.space, point, strict=True))) for point in points)
+    points = spaces.finite_points(study.space)
+    return points is not None and all(curves.holds(point) for point in points)
 
 
 _CURVES: CurveTable | None = None  # the table, once per worker process

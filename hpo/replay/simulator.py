@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.replay.curves import Curve, CurveTable
-from trainables import HYPERPARAMETER_PREFIX, PROPOSED_BY
+from trainables import HYPERPARAMETER_PREFIX
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -395,4 +395,4 @@ def _no_training(config: dict[str, Any]) -> None:
     raise RuntimeError("a replayed trial never runs its trainable")
 
 
-__all__ = ["PROPOSED_BY", "SimRun", "SimulatedController", "simulate"]
+__all__ = ["SimRun", "SimulatedController", "simulate"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hpo.report.tables import _better_is_higher
+from hpo.report.tables import better_is_higher
 from hpo.strategies import strategy_order
 
 MANY_SEEDS = 10  # fewest paired seeds for the many-seeds section
@@ -181,7 +181,7 @@ def budget_ranks(
     percentile bootstrap interval from resampling seeds: one row per fraction × strategy
     (fraction, budget_epochs, strategy, seeds, seeds_with_value, mean_rank, rank_low,
     rank_high)."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     columns = RANK_COLUMNS
     strategies, seeds, values = budget_best(curves, total_epochs, fractions)
     if not seeds:
@@ -251,7 +251,7 @@ def beat_probabilities(
     final best validation metric is better than b's (ties count half; a run with no
     finite value loses to one with a value), with a percentile bootstrap interval from
     resampling seeds. P(a, b) + P(b, a) = 1."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     columns = PAIR_COLUMNS
     strategies, seeds, finals = _final_matrix(runs)
     k, n = len(strategies), len(seeds)
@@ -374,7 +374,7 @@ def rank_test(runs: pd.DataFrame, mode: str, alpha: float = ALPHA) -> RankTest:
     the groups of strategies it cannot tell apart."""
     from scipy.stats import friedmanchisquare
 
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     strategies, seeds, finals = _final_matrix(runs)
     k, n = len(strategies), len(seeds)
     if k < 2 or n == 0:

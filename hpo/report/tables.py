@@ -35,7 +35,7 @@ PROPOSERS: tuple[str, ...] = ("grid", "random", "startup", "model", "perturbatio
 BASELINES: tuple[str, ...] = tuple(name for name, s in STRATEGIES.items() if s.baseline)
 
 
-def _better_is_higher(mode: str) -> bool:
+def better_is_higher(mode: str) -> bool:
     if mode not in ("max", "min"):
         raise ValueError(f"metric mode must be 'max' or 'min', got {mode!r}")
     return mode == "max"
@@ -101,7 +101,7 @@ def trial_table(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """One row per trial: its status, epochs reached, best and last finite metric and its
     config. A trial's `best` is over whatever epochs it reached (early-stopped trials
     count at their last rung); a trial with no finite value (diverged at once) has NaN."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     if trials.empty:
         return pd.DataFrame(columns=[*TRIAL_KEYS, "status", "epochs", "best", "last"])
     frame = trials.assign(_value=_finite(trials[metric]))
@@ -126,7 +126,7 @@ def run_table(runs: pd.DataFrame, trials: pd.DataFrame, metric: str, mode: str) 
     Wall time is the run's own `Tuner.fit` time where recorded, else the last report's
     seconds since the run started; decision time (the driver's seconds in the searcher's
     and scheduler's calls) is NaN where the run did not record it."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     if trials.empty:
         per_run = pd.DataFrame(columns=[*RUN_KEYS, "trials", "epochs", "best_val", "last_wall_s"])
     else:
@@ -175,7 +175,7 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
 def seed_ranks(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Rank of each strategy within each seed by best validation metric (1 = best; ties
     share the average rank; runs without a finite value are not ranked)."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     ranked = runs.dropna(subset=["best_val"]).copy()
     ranked["rank"] = ranked.groupby("seed")["best_val"].rank(method="average", ascending=not higher)
     return ranked[[*RUN_KEYS, "best_val", "rank"]].reset_index(drop=True)
@@ -187,7 +187,7 @@ def leaderboard(runs: pd.DataFrame, mode: str) -> pd.DataFrame:
     latter over the seeds that measured it), mean rank over seeds, and how many of its
     runs finished (an unfinished run counts with its best so far).
     Sorted by mean rank (then best validation mean): the comparison the study is for."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     if runs.empty:
         return pd.DataFrame()
     ranks = seed_ranks(runs, mode)
@@ -221,7 +221,7 @@ def anytime(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Best-so-far validation metric of each run after every reported epoch, against
     cumulative epochs and wall-clock seconds (the anytime-performance curve). Epochs
     before the first finite value stay NaN; a diverged epoch keeps the previous best."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     columns = [*RUN_KEYS, "cum_epochs", "wall_s", "best_so_far"]
     if trials.empty:
         return pd.DataFrame(columns=columns)
@@ -282,7 +282,7 @@ def target_levels(
     For a metric bounded in [0, 1] and maximized (accuracy) a point is a percentage
     point (0.01); otherwise a point is 1 % of the best value, so the targets also make
     sense for a loss."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     rows = []
     for p in points:
         delta = p * 0.01 if bounded else p * 0.01 * abs(best)
@@ -301,7 +301,7 @@ def metric_is_bounded(values: pd.Series, mode: str) -> bool:
 def time_to_target(curves: pd.DataFrame, targets: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Per run and target: cumulative epochs and seconds at the first report whose
     best-so-far reaches the target level (NaN: not reached)."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     rows = []
     for (strategy, seed), run in curves.groupby(RUN_KEYS, sort=False):
         run = run.sort_values("cum_epochs", kind="stable")
@@ -396,7 +396,7 @@ def pairwise_tests(runs: pd.DataFrame, mode: str, alpha: float = 0.05) -> pd.Dat
     (`min_attainable_p`: below `seeds_needed(alpha)` seeds nothing can be significant)."""
     from scipy import stats
 
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     wide = runs.pivot_table(index="seed", columns="strategy", values="best_val", aggfunc="first")
     rows = []
     for a, b in itertools.combinations(strategy_order(wide.columns), 2):
@@ -441,7 +441,7 @@ def best_configs(runs: pd.DataFrame, trials: pd.DataFrame, metric: str, mode: st
     the runner's selection from study.json where the run has one, else (a run still
     going) the best epoch reported so far by the runner's rule (best finite value,
     ties: earliest in the run), marked provisional and with no test metric yet."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     config_columns = sorted(
         {c for c in [*runs.columns, *trials.columns] if c.startswith("config/")}
     )
@@ -733,7 +733,7 @@ def normalized_position(values: pd.Series, domain: Mapping[str, Any]) -> pd.Seri
 
 def top_trials(table: pd.DataFrame, mode: str, count: int) -> pd.DataFrame:
     """The `count` trials of `trials_at` with the best metric at its fidelity."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     ranked = table.dropna(subset=[AT_FIDELITY]).sort_values(
         AT_FIDELITY, ascending=not higher, kind="stable"
     )
@@ -861,7 +861,7 @@ def choice_effects(
     it and the median and best of their metric at that fidelity (e.g. what each freezing
     policy reached); with `started` (`trial_table`), also every trial started with it and
     the epochs they spent."""
-    higher = _better_is_higher(mode)
+    higher = better_is_higher(mode)
     columns = ["param", "value", "trials", "median", "best"]
     if started is not None:
         columns[3:3] = ["trials_started", "epochs"]

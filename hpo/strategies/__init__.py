@@ -112,4 +112,24 @@ def strategy_order(names: Iterable[str]) -> list[str]:
     return [s for s in STRATEGIES if s in names] + sorted(names - set(STRATEGIES))
 
 
-__all__ = ["STRATEGIES", "Plan", "Strategy", "TunerPlan", "strategy_order"]
+def selected(study: Study, names: Iterable[str] | None) -> list[str]:
+    """The strategies a command runs: the study's, or the subset `names` (--strategies);
+    a name that is not registered, or not one of the study's, is one StudyError line."""
+    from hpo.spec import StudyError
+
+    chosen = list(names or study.strategies)
+    for name in chosen:
+        if name not in STRATEGIES:
+            raise StudyError(
+                f"--strategies: {name!r} is not a registered strategy "
+                f"(registered: {', '.join(STRATEGIES)})"
+            )
+        if name not in study.strategies:
+            raise StudyError(
+                f"--strategies: {name!r} is not one of the study's strategies "
+                f"({', '.join(study.strategies)})"
+            )
+    return chosen
+
+
+__all__ = ["STRATEGIES", "Plan", "Strategy", "TunerPlan", "selected", "strategy_order"]
