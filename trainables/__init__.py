@@ -28,6 +28,27 @@ EPOCH_METRICS: tuple[str, ...] = (
     "epoch_time_s",
 )
 
+# What the one loop reads for every trainable (trainables.loop): the learning-rate policy,
+# Adam's betas, per-iteration records and a warm start.
+LR_POLICIES: tuple[str, ...] = ("constant", "triangular", "triangular2", "exp_range", "range_test")
+LOOP_COMMON_DEFAULTS: Mapping[str, object] = {
+    # constant: `lr` throughout; triangular, triangular2, exp_range: cyclic between lr_min
+    # and the peak `lr` (torch's CyclicLR); range_test: from `lr` up to lr × range_factor
+    "lr_policy": "constant",
+    "lr_min": 1e-4,
+    "cycle_epochs": 2.0,  # half a cycle, in epochs
+    "lr_gamma": 0.999,  # exp_range: the cycle's amplitude decays by this per iteration
+    "range_factor": 10.0,  # range_test: the lr's growth over the trial's max_epochs
+    "beta1": 0.9,  # Adam's betas
+    "beta2": 0.999,
+    "record_iterations": False,  # each mini-batch's loss and lr in the epoch's metrics
+    "init_from": "",  # warm start: an `hpo retrain` model folder or a torch state-dict file
+}
+LOOP_COMMON_CHOICES: Mapping[str, tuple[object, ...]] = {
+    "lr_policy": LR_POLICIES,
+    "record_iterations": (True, False),
+}
+
 CNN_DEFAULTS: Mapping[str, object] = {
     "conv_layers": 2,
     "channels": 16,
@@ -45,6 +66,7 @@ CNN_DEFAULTS: Mapping[str, object] = {
     "momentum": 0.9,
     "batch_size": 64,
     "patience": 0,  # early stopping: epochs without a better validation loss (0: off)
+    **LOOP_COMMON_DEFAULTS,
 }
 
 # Allowed values of the categorical hyperparameters, checked when a study is validated.
@@ -53,6 +75,7 @@ CNN_CHOICES: Mapping[str, tuple[object, ...]] = {
     "init": ("default", "xavier", "normal"),
     "optimizer": ("sgd", "momentum", "adagrad", "adam"),
     "batch_norm": (True, False),
+    **LOOP_COMMON_CHOICES,
 }
 
 
@@ -77,6 +100,7 @@ RESNET_TRANSFER_DEFAULTS: Mapping[str, object] = {
     "l1": 0.0,
     "batch_size": 64,
     "patience": 0,
+    **LOOP_COMMON_DEFAULTS,
 }
 
 RESNET_TRANSFER_CHOICES: Mapping[str, tuple[object, ...]] = {
@@ -87,6 +111,55 @@ RESNET_TRANSFER_CHOICES: Mapping[str, tuple[object, ...]] = {
     "hflip": (True, False),
     "blur": (True, False),
     "cache_features": (True, False),
+    **LOOP_COMMON_CHOICES,
+}
+
+# LeNet-5 (LeCun et al. 1998) with the switches of a batch-norm/dropout ablation. Inputs are
+# always standardized by the data pipeline (input_scale "standardize"); `input_batch_norm`
+# is the learned alternative.
+LENET5_DEFAULTS: Mapping[str, object] = {
+    "activation": "relu",  # the original used tanh
+    "input_batch_norm": False,  # batch norm on the input channels, before conv1
+    "batch_norm": False,  # after each hidden conv and fully connected layer
+    "input_dropout": 0.0,
+    "dropout": 0.0,  # after each hidden layer
+    "init": "default",
+    "init_std": 0.05,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "l1": 0.0,
+    "batch_size": 64,
+    "patience": 0,
+    **LOOP_COMMON_DEFAULTS,
+}
+
+LENET5_CHOICES: Mapping[str, tuple[object, ...]] = {
+    "activation": CNN_CHOICES["activation"],
+    "init": CNN_CHOICES["init"],
+    "optimizer": CNN_CHOICES["optimizer"],
+    "input_batch_norm": (True, False),
+    "batch_norm": (True, False),
+    **LOOP_COMMON_CHOICES,
+}
+
+# Multinomial logistic regression, by default full-batch gradient descent (batch_size 0:
+# the whole training split is one batch); SGD is optimizer sgd with batch_size 1 or k.
+LOGISTIC_DEFAULTS: Mapping[str, object] = {
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "l1": 0.0,
+    "batch_size": 0,
+    "patience": 0,
+    **LOOP_COMMON_DEFAULTS,
+}
+
+LOGISTIC_CHOICES: Mapping[str, tuple[object, ...]] = {
+    "optimizer": CNN_CHOICES["optimizer"],
+    **LOOP_COMMON_CHOICES,
 }
 
 
@@ -127,7 +200,13 @@ class TrainableInfo:
 
 TRAINABLES: dict[str, TrainableInfo] = {
     "cnn": TrainableInfo(
-        "cnn", "trainables.models:build_cnn", CNN_DEFAULTS, CNN_CHOICES, input_ranks=(2, 3)
+        "cnn",
+        "trainables.models:build_cnn",
+        CNN_DEFAULTS,
+        CNN_CHOICES,
+        input_ranks=(2, 3),
+        path_params=("init_from",),
+        views="trainables.models:batch_norm_views",
     ),
     "resnet_transfer": TrainableInfo(
         "resnet_transfer",
@@ -137,8 +216,25 @@ TRAINABLES: dict[str, TrainableInfo] = {
         input_ranks=(3,),
         input_scale="unit",
         check="trainables.transfer:check_values",
-        path_params=("weights",),
+        path_params=("weights", "init_from"),
         views="trainables.transfer:conv1_views",
+    ),
+    "lenet5": TrainableInfo(
+        "lenet5",
+        "trainables.models:build_lenet5",
+        LENET5_DEFAULTS,
+        LENET5_CHOICES,
+        input_ranks=(3,),
+        path_params=("init_from",),
+        views="trainables.models:batch_norm_views",
+    ),
+    "logistic": TrainableInfo(
+        "logistic",
+        "trainables.models:build_logistic",
+        LOGISTIC_DEFAULTS,
+        LOGISTIC_CHOICES,
+        input_ranks=(2, 3),
+        path_params=("init_from",),
     ),
 }
 
@@ -194,6 +290,7 @@ LOOP_DEFAULTS: Mapping[str, object] = {
     "l1": 0.0,
     "batch_size": 64,
     "patience": 0,
+    **LOOP_COMMON_DEFAULTS,
 }
 
 # A study may name its own model builder as "package.module:function" (called with
@@ -227,7 +324,7 @@ def trainable_info(name: str, *, trusted: bool = False) -> TrainableInfo:
         raise CustomTrainableError(
             f"custom trainable {name!r} runs your code: pass --allow-custom to opt in"
         )
-    return TrainableInfo(name, name, LOOP_DEFAULTS, custom=True)
+    return TrainableInfo(name, name, LOOP_DEFAULTS, custom=True, path_params=("init_from",))
 
 
 def resolve(reference: str):
@@ -242,6 +339,8 @@ __all__ = [
     "ALLOW_CUSTOM_ENV",
     "CustomTrainableError",
     "LOOP_DEFAULTS",
+    "LOOP_COMMON_DEFAULTS",
+    "LR_POLICIES",
     "custom_allowed",
     "is_custom",
     "trainable_info",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -18,6 +20,8 @@ from trainables import resolve, trainable_info
 from trainables.data import DataBundle, Split
 
 EVAL_BATCH = 2048
+CYCLIC = ("triangular", "triangular2", "exp_range")  # torch CyclicLR's modes
+MAX_RECORDED = 2000  # recorded iterations per epoch (record_iterations): every k-th beyond
 
 
 class Reporter(Protocol):
@@ -57,8 +61,102 @@ def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.O
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        betas = (float(config["beta1"]), float(config["beta2"]))
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def batch_bounds(samples: int, config: Mapping[str, Any], model: nn.Module) -> list[int]:
+    """Where an epoch's mini-batches begin, then `samples`. batch_size 0 means the whole
+    split (full-batch gradient descent). A last batch of one sample joins the one before
+    where the model has batch norm: batch statistics of one sample fail or mean nothing."""
+    size = int(config["batch_size"]) or samples
+    starts = list(range(0, samples, size))
+    norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if norms and len(starts) > 1 and samples - starts[-1] == 1:
+        starts.pop()
+    return [*starts, samples]
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    config: Mapping[str, Any],
+    batches: int,
+    max_epochs: int,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The config's lr policy, stepped once per mini-batch (`batches` per epoch); None for
+    a constant lr. Every group keeps its ratio to `lr` (e.g. a backbone's lr_backbone)."""
+    policy, lr = str(config["lr_policy"]), float(config["lr"])
+    schedulers = torch.optim.lr_scheduler
+    if policy == "constant":
+        return None
+    if policy in CYCLIC:
+        lr_min = float(config["lr_min"])
+        if lr_min >= lr:
+            raise ValueError(
+                f"lr_min ({lr_min:g}) must be below lr ({lr:g}) for lr_policy {policy}"
+            )
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return schedulers.CyclicLR(
+            optimizer,
+            base_lr=[peak * lr_min / lr for peak in peaks],
+            max_lr=peaks,
+            step_size_up=max(1, round(float(config["cycle_epochs"]) * batches)),
+            mode=policy,
+            gamma=float(config["lr_gamma"]),
+            cycle_momentum=False,  # Adam and Adagrad have no momentum to cycle
+        )
+    if policy == "range_test":
+        gamma = float(config["range_factor"]) ** (1 / (max_epochs * batches))
+        # LambdaLR's closed form (lr × gamma^t) lets a resumed trial recompute its lr.
+        return schedulers.LambdaLR(optimizer, lambda iteration: gamma**iteration)
+    raise ValueError(f"unknown lr_policy {policy!r}")
+
+
+def load_scheduler_state(
+    scheduler: torch.optim.lr_scheduler.LRScheduler, saved: Mapping[str, Any]
+) -> None:
+    """Continue the schedule at the saved iteration, with the bounds this config gives it
+    (as load_optimizer_state: a PBT trial's perturbed lr is the peak from there on), and
+    put the lr of that iteration in force."""
+    position = {"last_epoch": saved["last_epoch"] - 1, "_step_count": saved["_step_count"]}
+    scheduler.load_state_dict({**scheduler.state_dict(), **position})
+    scheduler.step()  # both schedules are closed forms of the iteration: exact on resume
+
+
+def warm_start(model: nn.Module, path: str) -> None:
+    """Load `init_from` (an `hpo retrain` model folder, a state-dict file or a checkpoint
+    with a "model" key) into the model, strictly; one-line errors name what does not fit."""
+    source = Path(path).expanduser()
+    if source.is_dir():
+        from trainables.saved import WEIGHTS
+
+        source = source / WEIGHTS
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"init_from: no such file or folder: {path} (expected an hpo retrain model "
+            "folder or a torch state-dict file)"
+        )
+    state = torch.load(source, weights_only=True, map_location="cpu")
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    mismatch = first_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"init_from: {path} does not fit the model: {mismatch}")
+    model.load_state_dict(state)
+
+
+def first_mismatch(expected: Mapping[str, torch.Tensor], state: Any) -> str | None:
+    """What first keeps `state` from loading into a model with `expected` (None: fits)."""
+    if not isinstance(state, Mapping):
+        return f"holds a {type(state).__name__}, not a state dict"
+    for key, tensor in expected.items():
+        if key not in state:
+            return f"no {key!r} (shape {tuple(tensor.shape)})"
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            return f"{key!r} has shape {tuple(state[key].shape)}, the model's {tuple(tensor.shape)}"
+    extra = [key for key in state if key not in expected]
+    return f"unexpected {extra[0]!r}" if extra else None
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
@@ -102,13 +200,19 @@ def train(
     data = data.to(device)
     model = build_model(trainable, config, data).to(device)
     optimizer = make_optimizer(model, config)
+    batches = len(batch_bounds(len(data.train), config, model)) - 1
+    scheduler = make_scheduler(optimizer, config, batches, max_epochs)
     start, best_val_loss, stale = 0, math.inf, 0
     state = reporter.restore()
-    if state is not None:
+    if state is not None:  # a restored checkpoint wins over a warm start
         model.load_state_dict(state["model"])
         load_optimizer_state(optimizer, state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            load_scheduler_state(scheduler, state["scheduler"])
         start = int(state["epoch"])
         best_val_loss, stale = state.get("best_val_loss", math.inf), state.get("stale_epochs", 0)
+    elif config.get("init_from"):
+        warm_start(model, str(config["init_from"]))
     prepare = getattr(model, "prepare_data", None)  # e.g. features cached once per trial
     data = prepare(data) if prepare else data
     patience = int(config.get("patience", 0))
@@ -116,7 +220,10 @@ def train(
     for epoch in range(start + 1, max_epochs + 1):
         began = time.perf_counter()
         torch.manual_seed(epoch_seed(seed, epoch))
-        train_loss, train_accuracy = train_epoch(model, optimizer, data.train, config)
+        record = Iterations.for_epoch(epoch, batches) if config["record_iterations"] else None
+        train_loss, train_accuracy = train_epoch(
+            model, optimizer, data.train, config, scheduler, record
+        )
         val_loss, val_accuracy = (
             evaluate(model, data.val) if math.isfinite(train_loss) else (math.nan, math.nan)
         )
@@ -137,6 +244,7 @@ def train(
             "report_time": time.time(),
             "diverged": diverged,
             "early_stopped": early_stopped,
+            **(record.metrics() if record is not None else {}),
         }
         if diverged:
             # A diverged model has no meaningful accuracy: report NaN and the status,
@@ -146,6 +254,7 @@ def train(
         checkpoint = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "epoch": epoch,
             "best_val_loss": best_val_loss,
             "stale_epochs": stale,
@@ -155,30 +264,69 @@ def train(
             return
 
 
+@dataclass
+class Iterations:
+    """One epoch's per-iteration record (record_iterations): the training loss and the lr
+    of every `every`-th mini-batch, numbered from 1 over the whole trial."""
+
+    first: int  # the trial-wide number of the epoch's first iteration
+    every: int
+    index: list[int] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    loss: list[torch.Tensor] = field(default_factory=list)
+
+    @classmethod
+    def for_epoch(cls, epoch: int, batches: int) -> Iterations:
+        # Every epoch has the same batches, so numbering survives pause and resume.
+        return cls((epoch - 1) * batches + 1, math.ceil(batches / MAX_RECORDED))
+
+    def add(self, batch: int, lr: float, loss: torch.Tensor) -> None:
+        if batch % self.every == 0:
+            self.index.append(self.first + batch)
+            self.lr.append(float(lr))
+            self.loss.append(loss.detach())  # a tensor: synced once, in metrics()
+
+    def metrics(self) -> dict[str, list]:
+        losses = torch.stack(self.loss).tolist() if self.loss else []
+        return {"iteration_index": self.index, "iteration_loss": losses, "iteration_lr": self.lr}
+
+
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, config: Mapping[str, Any]
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    config: Mapping[str, Any],
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    record: Iterations | None = None,
 ) -> tuple[float, float]:
-    """One pass over shuffled mini-batches; returns mean cross-entropy and accuracy.
+    """One pass over shuffled mini-batches; returns mean cross-entropy and accuracy. The
+    scheduler, if any, steps after every batch; `record` collects per-batch loss and lr.
 
     The reported loss is the data loss; the L1 penalty only shapes the gradient. Sums stay
     tensors until the epoch ends (no per-batch host sync): a non-finite loss anywhere makes
     the epoch's loss non-finite, which the caller reports as divergence.
     """
     model.train()
-    batch_size, l1 = int(config["batch_size"]), float(config["l1"])
+    bounds, l1 = batch_bounds(len(split), config, model), float(config["l1"])
     weights = [p for p in model.parameters() if p.dim() > 1] if l1 > 0 else []
     order = torch.randperm(len(split)).to(split.x.device)  # same order on every device
     total_loss = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), dtype=torch.long, device=split.x.device)
-    for begin in range(0, len(split), batch_size):
-        index = order[begin : begin + batch_size]
-        inputs, targets = split.x[index], split.y[index]
+    full = len(bounds) == 2  # one batch of the whole split: no shuffled copy of it
+    for batch, (begin, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        index = order[begin:end]
+        inputs, targets = (split.x, split.y) if full else (split.x[index], split.y[index])
+        lr = optimizer.param_groups[0]["lr"]  # the lr this batch trains with
         logits = model(inputs)
         loss = nn.functional.cross_entropy(logits, targets)
         objective = loss + l1 * sum(w.abs().sum() for w in weights) if weights else loss
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if record is not None:
+            record.add(batch, lr, loss)
         with torch.no_grad():
             total_loss += loss.detach() * len(index)
             correct += (logits.argmax(1) == targets).sum()

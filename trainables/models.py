@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -72,3 +75,108 @@ def initialize(model: nn.Module, scheme: str, std: float) -> None:
             else:
                 raise ValueError(f"unknown init {scheme!r}")
             nn.init.zeros_(module.bias)
+
+
+def build_lenet5(config: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """LeNet-5: conv(6, 5×5) → pool → conv(16, 5×5) → pool → fc 120 → fc 84 → classes.
+
+    conv1 pads by 2 (28×28 MNIST as the original's 32×32); conv2 pads only where the map
+    is smaller than its kernel (8×8 digits), and pooling stops at 1×1. Layers have stable
+    names ("input_bn", "conv1", "bn1", …, "fc1", "bn3", …) so that a layer's parameters are
+    found by name in a state dict.
+    """
+    if len(input_shape) != 3:
+        raise ValueError(f"lenet5 expects C×H×W images, got shape {tuple(input_shape)}")
+    activation = ACTIVATIONS[str(config["activation"])]
+    batch_norm, dropout = bool(config["batch_norm"]), float(config["dropout"])
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels, sizes = int(input_shape[0]), [int(n) for n in input_shape[1:]]
+    if config["input_batch_norm"]:
+        layers["input_bn"] = nn.BatchNorm2d(channels)
+    if float(config["input_dropout"]) > 0:
+        layers["input_dropout"] = nn.Dropout(float(config["input_dropout"]))
+    for i, out_channels in enumerate((6, 16), start=1):
+        padding = 2 if i == 1 or min(sizes) < 5 else 0
+        layers[f"conv{i}"] = nn.Conv2d(channels, out_channels, 5, padding=padding)
+        sizes = [n + 2 * padding - 4 for n in sizes]
+        hidden_layer(layers, i, nn.BatchNorm2d(out_channels) if batch_norm else None, activation)
+        if min(sizes) >= 2:
+            layers[f"pool{i}"] = nn.MaxPool2d(2)
+            sizes = [n // 2 for n in sizes]
+        if dropout > 0:
+            layers[f"dropout{i}"] = nn.Dropout(dropout)
+        channels = out_channels
+    layers["flatten"] = nn.Flatten()
+    features = channels * math.prod(sizes)
+    for i, units in enumerate((120, 84), start=3):
+        layers[f"fc{i - 2}"] = nn.Linear(features, units)
+        hidden_layer(layers, i, nn.BatchNorm1d(units) if batch_norm else None, activation)
+        if dropout > 0:
+            layers[f"dropout{i}"] = nn.Dropout(dropout)
+        features = units
+    layers["fc3"] = nn.Linear(features, num_classes)
+    model = nn.Sequential(layers)
+    initialize(model, str(config["init"]), float(config["init_std"]))
+    return model
+
+
+def hidden_layer(
+    layers: OrderedDict[str, nn.Module],
+    i: int,
+    norm: nn.Module | None,
+    activation: type[nn.Module],
+) -> None:
+    """The i-th hidden layer's optional batch norm ("bn<i>") and activation ("act<i>")."""
+    if norm is not None:
+        layers[f"bn{i}"] = norm
+    layers[f"act{i}"] = activation()
+
+
+def build_logistic(config: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Multinomial logistic regression: one linear layer on the flattened input, whose
+    cross-entropy loss (the loop's) is the mean negative log-likelihood."""
+    return nn.Sequential(
+        OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(math.prod(input_shape), num_classes))
+    )
+
+
+def batch_norm_views(
+    trainable: str, config: Mapping, state: Mapping, data
+) -> dict[str, np.ndarray]:
+    """Every batch-norm layer's learned scale and shift, in model order, as arrays
+    `bn_gamma/<layer>` and `bn_beta/<layer>`; empty without batch norm.
+
+    A layer is named after the layer it normalizes: "input" (the input channels), "conv<k>"
+    or "fc<k>" (the k-th convolution or linear layer), so plots read the same for any model.
+    """
+    from trainables.loop import build_model
+
+    model = build_model(trainable, config, data)
+    model.load_state_dict(state["model"])
+    views: dict[str, np.ndarray] = {}
+    for name, norm in batch_norm_layers(model):
+        views[f"bn_gamma/{name}"] = norm.weight.detach().cpu().numpy().astype(np.float32)
+        views[f"bn_beta/{name}"] = norm.bias.detach().cpu().numpy().astype(np.float32)
+    return views
+
+
+def batch_norm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """The model's affine batch-norm layers in order, each named after the layer before it
+    (its module path where two follow the same layer)."""
+    found: list[tuple[str, nn.modules.batchnorm._BatchNorm]] = []
+    after, counts = "input", {"conv": 0, "fc": 0}
+    for path, module in model.named_modules():
+        kind = layer_kind(module)
+        if kind:
+            counts[kind] += 1
+            after = f"{kind}{counts[kind]}"
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            taken = any(name == after for name, _ in found)
+            found.append((path if taken else after, module))
+    return found
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    return "fc" if isinstance(module, nn.Linear) else None

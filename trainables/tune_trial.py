@@ -62,9 +62,13 @@ def run_trial(
     threads: int | None = None,
     gpu: float = 0.0,
     checkpoints: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Function trainable given to Tuner through `tune.with_parameters` (data shipped once).
-    A trial given a (fraction of a) GPU trains on it; Ray sets CUDA_VISIBLE_DEVICES."""
+    A trial given a (fraction of a) GPU trains on it; Ray sets CUDA_VISIBLE_DEVICES.
+    `overrides`: config values this run's trials take over Tune's (e.g. a warm start's
+    init_from), in force for training and in the hp/ columns alike."""
+    config = {**config, **(overrides or {})}
     device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
     train(
         trainable_name,

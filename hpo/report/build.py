@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hpo import files
-from hpo.records import StudyRecord
+from hpo.records import STUDY_FILE, StudyRecord, read_study_record
 from hpo.report import figures as fig
 from hpo.report import html as h
 from hpo.report import many_seeds as ms
@@ -44,11 +44,17 @@ SECTION_IDS = (
 # Shown after "statistics" only where every strategy has at least ms.MANY_SEEDS seeds.
 MANY_SEEDS_SECTION = ("many-seeds", "Many seeds")
 PBT = "pbt"  # the strategy whose trials change hyperparameters as they train
+CONV1_VIEWS = ("image", "filters_before", "filters_after", "feature_maps")  # conv1_figure's
 
 
 def build_report(study_dir: str | Path) -> Path:
     """Write `<study_dir>/report/index.html` (self-contained), with the figures as PNG
-    and the tables as CSV beside it, and return the path of index.html."""
+    and the tables as CSV beside it, and return the path of index.html. A study that
+    compares factors gets the comparison page (`hpo.report.compare`) instead."""
+    if compares_factors(study_dir):
+        from hpo.report.compare import build_compare_report  # it builds on this module
+
+        return build_compare_report(study_dir)
     results = load_results(study_dir)
     out = results.directory / REPORT_DIR
     report = compute(results)
@@ -58,6 +64,13 @@ def build_report(study_dir: str | Path) -> Path:
     for name, data in pngs.items():
         files.write_bytes(out / name, data)
     return files.write_text(out / "index.html", render(report, pngs))
+
+
+def compares_factors(study_dir: str | Path) -> bool:
+    """Whether the results folder is a study with `compare:` (its variants hold the runs)."""
+    if not (Path(study_dir) / STUDY_FILE).is_file():
+        return False  # load_results says what is missing
+    return bool(read_study_record(study_dir).study.compare)
 
 
 # ----------------------------------------------------------------- compute
@@ -200,8 +213,9 @@ def searched_space(results: Results) -> dict[str, dict[str, Any]]:
 
 
 def load_views(results: Results, runs: pd.DataFrame) -> tuple[str, dict[str, Any]] | None:
-    """The arrays (views.npz) that the trainable saved for a run's selected model, from the
-    run with the best validation metric that has them (e.g. resnet_transfer's conv1)."""
+    """The conv1 arrays (views.npz) that the trainable saved for a run's selected model,
+    from the run with the best validation metric that has them (resnet_transfer's); views
+    of other arrays only (a CNN's batch-norm parameters: the compared report) are not."""
     import numpy as np
 
     from hpo.records import run_dir
@@ -214,7 +228,8 @@ def load_views(results: Results, runs: pd.DataFrame) -> tuple[str, dict[str, Any
         path = run_dir(results.directory, row.strategy, int(row.seed)) / VIEWS_FILE
         if path.exists():
             with np.load(path) as arrays:
-                return f"{row.strategy} seed {int(row.seed)}", dict(arrays)
+                if set(CONV1_VIEWS) <= set(arrays.files):
+                    return f"{row.strategy} seed {int(row.seed)}", dict(arrays)
     return None
 
 
