@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import yaml
 
-from hpo.spec import StudyError, load_study, resolved
+from hpo.spec import Study, StudyError, load_study, resolved
 from trainables import ALLOW_CUSTOM_ENV, CustomTrainableError, DatasetError
 
 EXIT_USAGE = 2
@@ -57,21 +57,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hpo.strategies import STRATEGIES
 
     study = load_study(args.file)
-    plans = {
-        name: STRATEGIES[name].plan(study, study.seeds[0]).describe() for name in study.strategies
-    }
-    print(yaml.safe_dump({"study": resolved(study), "plans": plans}, sort_keys=False), end="")
+
+    def plans(study: Study) -> dict:
+        return {s: STRATEGIES[s].plan(study, study.seeds[0]).describe() for s in study.strategies}
+
+    shown: dict = {"study": resolved(study)}
+    if study.compare:  # each combination of levels runs as a study of its own
+        from hpo.compare import variants
+
+        shown["variants"] = {
+            v.label: {
+                "fixed": v.study.fixed,
+                "space": resolved(v.study)["space"],
+                **({"uses": v.sources} if v.sources else {}),
+                "plans": plans(v.study),
+            }
+            for v in variants(study)
+        }
+    else:
+        shown["plans"] = plans(study)
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hpo.leaderboard import format_leaderboard
+    from hpo.records import read_study_record
     from hpo.runner import StudyRunner
 
-    runner = StudyRunner(args.file, args.results, strategies=args.strategies, seeds=args.seeds)
-    record = runner.run(address=args.address, fresh=args.fresh)
-    print()
-    print(format_leaderboard(record, runner.trials()))
+    compared = load_study(args.file).compare
+    if compared:
+        from hpo.compare_run import CompareRunner
+
+        runner = CompareRunner(args.file, args.results, args.strategies, args.seeds)
+        runner.run(address=args.address, fresh=args.fresh)
+        for label, variant in runner.runners.items():
+            print(f"\n{label}")
+            print(format_leaderboard(read_study_record(variant.directory), variant.trials()))
+    else:
+        runner = StudyRunner(args.file, args.results, strategies=args.strategies, seeds=args.seeds)
+        record = runner.run(address=args.address, fresh=args.fresh)
+        print()
+        print(format_leaderboard(record, runner.trials()))
     print(f"\nresults: {runner.directory}")
     report = runner.directory / "report" / "index.html"
     if runner.ran_any or not report.exists():  # a finished study's folder is left untouched

@@ -72,6 +72,9 @@ class RunRecord(_Record):
     statuses: dict[str, int] = {}  # trial status (finished, early_stopped, …) → trials
     best: BestTrial | None = None
     error: str | None = None  # why the run itself stopped, when it failed
+    # Config values this run's trials took over the study's: a compared level's warm start
+    # (init_from) or the learning-rate bounds of another level's range test (lr, lr_min).
+    overrides: dict[str, Any] = {}
 
     @property
     def key(self) -> str:
@@ -122,6 +125,8 @@ class StudyRecord(_Record):
     ended_at: str | None = None
     runs: dict[str, RunRecord] = {}
     replay: ReplayInfo | None = None  # set for a replay (hpo replay): simulated, not trained
+    # A variant of a compared study (hpo.compare): factor → level it runs
+    variant: dict[str, str] | None = None
 
     @property
     def simulated(self) -> bool:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from hpo import preflight
 from hpo import results as res
+from hpo.compare import Variant
 from hpo.files import write_csv, write_npz
 from hpo.provenance import machine_info, now_iso, package_versions
 from hpo.records import (
@@ -52,12 +53,22 @@ class StudyRunner:
         seeds: Sequence[int] | None = None,
         echo: Callable[[str], None] = print,
         reuse_actors: bool = True,
+        variant: Variant | None = None,
+        overrides: Callable[[str, int], dict[str, Any]] | None = None,
     ):
+        """`variant`: one combination of a compared study's levels, run into its own
+        folder (hpo.compare); `overrides(strategy, seed)`: config values that one run's
+        trials take over the study's (a warm start's weights, a range test's bounds)."""
         self.study_file = Path(study_file)
-        self.study: Study = preflight.absolute_paths(load_study(self.study_file))
+        parent = load_study(self.study_file)
+        self.study: Study = preflight.absolute_paths(variant.study if variant else parent)
         self.strategies = selected(self.study, strategies)
         self.seeds = list(self.study.seeds if seeds is None else seeds)
         self.directory = Path(results_root).resolve() / self.study.name
+        if variant is not None:
+            self.directory = variant.directory(self.directory)
+        self.variant = variant
+        self.overrides = overrides or (lambda strategy, seed: {})
         self.echo = echo
         # One Ray actor per slot runs trial after trial (tests compare with False).
         self.reuse_actors = reuse_actors
@@ -149,6 +160,7 @@ class StudyRunner:
             started_at=previous.started_at if previous is not None else None,
             ended_at=previous.ended_at if previous is not None else None,
             runs=runs,
+            variant=self.variant.levels if self.variant is not None else None,
         )
 
     def _previous_record(self, digest: str, fresh: bool) -> StudyRecord | None:
@@ -213,6 +225,7 @@ class StudyRunner:
                 data_sizes=self._data(seed).sizes(),
             )
         run.status, run.error = "running", None
+        run.overrides = self.overrides(strategy, seed)
         run.driver_pid = os.getpid()  # `hpo status` tells a killed driver from a live one
         run.driver_host = socket.gethostname()
         write_run_record(path, run)
@@ -222,7 +235,7 @@ class StudyRunner:
             strategy,
             seed,
             path,
-            self._trainable(seed),
+            self._trainable(seed, run.overrides),
             restoring=restoring,
             reuse_actors=self.reuse_actors,
         )
@@ -245,7 +258,7 @@ class StudyRunner:
         self.echo(self._run_line(run))
         return run
 
-    def _trainable(self, seed: int):
+    def _trainable(self, seed: int, overrides: dict[str, Any]):
         """The trial function with this run's data shipped once through Ray's object store."""
         from ray import tune
 
@@ -259,6 +272,7 @@ class StudyRunner:
             max_epochs=study.budget.max_epochs,
             threads=max(1, int(study.resources.cpu)),
             gpu=study.resources.gpu,
+            overrides=overrides,
         )
 
     def _run_frame(self, run: RunRecord) -> pd.DataFrame:
@@ -269,7 +283,7 @@ class StudyRunner:
             self.study.budget.max_epochs,
             run_started=run.started,
             run_finished=run.status == "finished",
-            config_keys=[*self.study.space, *self.study.fixed],
+            config_keys=[*self.study.space, *self.study.fixed, *run.overrides],
         )
 
     def _summarize(self, run: RunRecord, path: Path) -> None:
@@ -281,32 +295,28 @@ class StudyRunner:
         if row is None:
             run.best = None
             return
-        test, checkpoint_epoch = self._test_metrics(path, row["trial_id"], run.seed)
+        test, checkpoint_epoch = self._test_metrics(path, row["trial_id"], run)
         run.best = res.best_trial(row, metric, test, checkpoint_epoch)
 
     def _test_metrics(
-        self, path: Path, trial_id: str, seed: int
+        self, path: Path, trial_id: str, run: RunRecord
     ) -> tuple[dict[str, float | None], int | None]:
         """Evaluate the selected trial's best checkpoint on the held-out test split."""
         from trainables import resolve, trainable_info
         from trainables.loop import evaluate_state
-        from trainables.tune_trial import load_checkpoint_state
 
-        analysis = res.load_analysis(path)
-        trial = next(t for t in analysis.trials if t.trial_id == trial_id)
-        checkpoint = analysis.get_best_checkpoint(
-            trial, metric=self.study.metric.name, mode=self.study.metric.mode
-        )
-        if checkpoint is None:
+        found = selected_state(path, trial_id, self.study.metric.name, self.study.metric.mode)
+        if found is None:
             return {"test_accuracy": None, "test_loss": None}, None
-        with checkpoint.as_directory() as directory:
-            state = load_checkpoint_state(directory)
-        data = self._data(seed)
-        measured = evaluate_state(self.study.trainable, trial.config, state, data)
+        config, state = found
+        config = {**config, **run.overrides}
+        data = self._data(run.seed)
+        measured = evaluate_state(self.study.trainable, config, state, data)
         views = trainable_info(self.study.trainable).views
         if views:  # arrays the report shows for this run's selected trial
-            arrays = resolve(views)(self.study.trainable, trial.config, state, data)
-            write_npz(path / res.VIEWS_FILE, arrays)
+            arrays = resolve(views)(self.study.trainable, config, state, data)
+            if arrays:  # e.g. a cnn without batch norm has none
+                write_npz(path / res.VIEWS_FILE, arrays)
         return measured, int(state["epoch"])
 
     def _run_line(self, run: RunRecord) -> str:
@@ -319,6 +329,52 @@ class StudyRunner:
             f"{'n/a' if value is None else f'{value:.4f}'}, test accuracy "
             f"{'n/a' if test is None else f'{test:.4f}'}, {run.wall_s:.0f} s"
         )
+
+
+def selected_state(
+    path: str | Path, trial_id: str, metric: str, mode: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A run's trial config and the state of its best checkpoint by `metric` (None where it
+    kept none)."""
+    import logging
+
+    from trainables.tune_trial import load_checkpoint_state
+
+    analysis = res.load_analysis(path)
+    trial = next(t for t in analysis.trials if t.trial_id == trial_id)
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level, log.level = log.level, logging.CRITICAL  # "no checkpoints": handled below
+    try:
+        checkpoint = analysis.get_best_checkpoint(trial, metric=metric, mode=mode)
+    finally:
+        log.setLevel(level)
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            return dict(trial.config), load_checkpoint_state(directory)
+    # Tune can save its final experiment state before registering the last result's
+    # checkpoint (seen with one trial of one epoch): the trial's own files still say
+    # which checkpoint folder each result wrote.
+    directory = best_checkpoint_on_disk(
+        Path(trial.path), res.reported_rows(trial, analysis), metric, mode
+    )
+    if directory is None:
+        return None
+    return dict(trial.config), load_checkpoint_state(directory)
+
+
+def best_checkpoint_on_disk(
+    trial_dir: Path, rows: pd.DataFrame | None, metric: str, mode: str
+) -> Path | None:
+    """The checkpoint folder still on disk whose result has the best `metric` (the one
+    Tune keeps when it keeps one, scored by the metric)."""
+    if rows is None or "checkpoint_dir_name" not in rows or metric not in rows:
+        return None
+    saved = rows.dropna(subset=["checkpoint_dir_name", metric])
+    saved = saved[[(trial_dir / name).is_dir() for name in saved["checkpoint_dir_name"]]]
+    if saved.empty:
+        return None
+    best = saved.sort_values(metric, ascending=mode == "min", kind="stable").iloc[0]
+    return trial_dir / str(best["checkpoint_dir_name"])
 
 
 def study_data(study: Study, split_seed: int):

@@ -197,6 +197,24 @@ class Resources(_Strict):
     gpu: float = Field(default=0.0, ge=0)
 
 
+class Level(_Strict):
+    """One level of a compared factor: its name (the factor's value when the factor is a
+    hyperparameter) and what it adds to the study's `fixed` and `space`."""
+
+    value: Any
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Param] = Field(default_factory=dict)
+    # Another level of the same factor (other factors equal) whose run of the same strategy
+    # and seed this level starts from: its selected model's weights (warm_start), or the
+    # learning-rate bounds its range test found (lr_from: sets lr and lr_min).
+    warm_start: Any = None
+    lr_from: Any = None
+
+    @property
+    def name(self) -> str:
+        return str(self.value)
+
+
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
@@ -213,6 +231,9 @@ class Study(_Strict):
     max_failures: int = Field(default=0, ge=0)
     # Per-strategy searcher/scheduler options, e.g. {optuna: {n_startup_trials: 4}}.
     strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Compared factors: every combination of their levels is tuned separately by every
+    # strategy and seed on the same budget (hpo.compare), e.g. {optimizer: [sgd, adam]}.
+    compare: dict[str, list[Level]] = Field(default_factory=dict)
 
     @field_validator("trainable")
     @classmethod
@@ -230,12 +251,54 @@ class Study(_Strict):
             raise ValueError(str(error)) from None
         return name
 
-    @field_validator("space")
+    @field_validator("compare", mode="before")
     @classmethod
-    def _not_empty(cls, space: dict[str, Param]) -> dict[str, Param]:
-        if not space:
-            raise ValueError("must name at least one hyperparameter to search")
-        return space
+    def _level_lists(cls, compare: Any) -> Any:
+        """`factor: [a, b]` or `factor: {a: {fixed: …, space: …}, b: null}` → Level lists."""
+        if not isinstance(compare, dict):
+            return compare
+        return {factor: _levels(levels) for factor, levels in compare.items()}
+
+    @field_validator("compare")
+    @classmethod
+    def _distinct_levels(cls, compare: dict[str, list[Level]]) -> dict[str, list[Level]]:
+        for factor, levels in compare.items():
+            names = [level.name for level in levels]
+            if len(levels) < 2 or len(set(names)) != len(names):
+                raise _FieldError(f"compare.{factor}", "expected at least 2 distinct levels")
+            for level in levels:
+                for link in ("warm_start", "lr_from"):
+                    source = getattr(level, link)
+                    if source is not None and (str(source) not in names or source == level.value):
+                        raise _FieldError(
+                            f"compare.{factor}.{level.name}.{link}",
+                            f"expected another level of {factor!r}, one of {names}",
+                        )
+        return compare
+
+    @model_validator(mode="after")
+    def _something_searched(self) -> Study:
+        # A study (or a compared level) that searches nothing trains its one configuration
+        # once per seed: only grid does that once.
+        if not self.space and not self.compare and self.strategies != ["grid"]:
+            raise _FieldError(
+                "space",
+                "must name at least one hyperparameter to search (a study that searches "
+                "nothing trains one configuration: expected strategies: [grid])",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _variants_valid(self, info: ValidationInfo) -> Study:
+        """Each combination of compared levels must be a study that can run on its own."""
+        for combination in combinations(self) if self.compare else []:
+            try:
+                variant_study(self, combination, info.context)
+            except ValidationError as error:
+                raise _FieldError(
+                    f"compare[{variant_label(combination)}]", _format(error)
+                ) from None
+        return self
 
     @field_validator("strategies")
     @classmethod
@@ -317,6 +380,8 @@ class Study(_Strict):
     def _strategies_fit(self) -> Study:
         for name, options in self.strategy_options.items():
             _check_options(name, options, self.strategies)
+        if self.compare:
+            return self  # each combination of levels is checked as a study of its own
         if "pbt" in self.strategies and not _continuous(self.space):
             raise _FieldError(
                 "strategies",
@@ -330,6 +395,53 @@ class Study(_Strict):
                 "expected min_epochs < max_epochs",
             )
         return self
+
+
+Combination = dict[str, Level]  # factor → the level it takes
+
+
+def combinations(study: Study) -> list[Combination]:
+    """Every combination of the compared factors' levels, in the study's order (the first
+    factor varies slowest); one empty combination for a study that compares nothing."""
+    import itertools
+
+    factors = list(study.compare)
+    return [
+        dict(zip(factors, chosen, strict=True))
+        for chosen in itertools.product(*(study.compare[f] for f in factors))
+    ]
+
+
+def variant_label(combination: Combination) -> str:
+    return ", ".join(f"{factor}={level.name}" for factor, level in combination.items())
+
+
+def variant_study(study: Study, combination: Combination, context: Any = None) -> Study:
+    """The study one combination of levels runs: a factor that is a hyperparameter of the
+    trainable is fixed to its level's value; each level's `fixed` and `space` are added
+    (a level's fixed value replaces a searched one and the other way round)."""
+    defaults = trainable_info(study.trainable, trusted=True)
+    fixed, space = dict(study.fixed), dict(study.space)
+    for factor, level in combination.items():
+        added = dict(level.fixed)
+        if (factor in defaults.defaults or defaults.custom) and factor not in added:
+            added[factor] = level.value
+        for name in added:
+            space.pop(name, None)
+        for name in level.space:
+            fixed.pop(name, None)
+        fixed.update(added)
+        space.update(level.space)
+    data = {**study.model_dump(mode="python"), "fixed": fixed, "space": space, "compare": {}}
+    return Study.model_validate(data, context=context)
+
+
+def _levels(levels: Any) -> Any:
+    if isinstance(levels, dict):
+        return [{"value": name, **(spec or {})} for name, spec in levels.items()]
+    if isinstance(levels, list):
+        return [lv if isinstance(lv, dict) and "value" in lv else {"value": lv} for lv in levels]
+    return levels
 
 
 def _continuous(space: dict[str, Param]) -> bool:

@@ -80,6 +80,8 @@ def study_status(study_dir: str | Path) -> pd.DataFrame:
     metric, mode = study.metric.name, study.metric.mode
     if record.replay is not None:
         return _replay_status(record)
+    if study.compare:
+        return _compared_status(study_dir, record)
     rows = []
     for strategy in study.strategies:
         for seed in study.seeds:
@@ -103,6 +105,28 @@ def study_status(study_dir: str | Path) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _compared_status(study_dir: Path, record: StudyRecord) -> pd.DataFrame:
+    """A compared study's runs, variant by variant (a variant not started yet: pending)."""
+    from hpo.compare import variants
+
+    frames = []
+    for variant in variants(record.study):
+        folder = variant.directory(study_dir)
+        if (folder / "study.json").is_file():
+            table = study_status(folder)
+        else:
+            table = pd.DataFrame(
+                [
+                    {"strategy": s, "seed": k, "state": PENDING}
+                    for s in variant.study.strategies
+                    for k in variant.study.seeds
+                ]
+            )
+        frames.append(table.assign(variant=variant.label))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["variant", *[c for c in table.columns if c != "variant"]]]
 
 
 def _replay_status(record: StudyRecord) -> pd.DataFrame:
