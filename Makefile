@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STUDY ?= studies/digits_cnn.yaml
 
-.PHONY: demo transfer-demo replay-demo test lint clean
+.PHONY: demo transfer-demo replay-demo coursework test lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ transfer-demo: $(VENV)/.installed
 replay-demo: $(VENV)/.installed
 	$(BIN)/hpo tabulate $(STUDY)
 	$(BIN)/hpo replay $(STUDY) --seeds 0-49
+
+# The coursework's ready comparison studies (compare:), one after another, each with its
+# report; 20-25 minutes together on 2 CPU cores (docs/benchmarks.md).
+COURSEWORK := optimizers regularization lenet5_normalization lr_range logistic_lr
+coursework: $(VENV)/.installed
+	for study in $(COURSEWORK); do $(BIN)/hpo run studies/$$study.yaml || exit 1; done
 
 # The report's browser test drives Debian's chromium: install it where apt-get can.
 test: $(VENV)/.installed

@@ -44,6 +44,19 @@ LOOP_COMMON_DEFAULTS: Mapping[str, object] = {
     "record_iterations": False,  # each mini-batch's loss and lr in the epoch's metrics
     "init_from": "",  # warm start: an `hpo retrain` model folder or a torch state-dict file
 }
+
+# What the training loop itself reads; a custom trainable gets these defaults.
+LOOP_DEFAULTS: Mapping[str, object] = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "l1": 0.0,
+    "batch_size": 64,
+    "patience": 0,
+    **LOOP_COMMON_DEFAULTS,
+}
+
 LOOP_COMMON_CHOICES: Mapping[str, tuple[object, ...]] = {
     "lr_policy": LR_POLICIES,
     "record_iterations": (True, False),
@@ -125,14 +138,7 @@ LENET5_DEFAULTS: Mapping[str, object] = {
     "dropout": 0.0,  # after each hidden layer
     "init": "default",
     "init_std": 0.05,
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "l1": 0.0,
-    "batch_size": 64,
-    "patience": 0,
-    **LOOP_COMMON_DEFAULTS,
+    **LOOP_DEFAULTS,
 }
 
 LENET5_CHOICES: Mapping[str, tuple[object, ...]] = {
@@ -280,18 +286,6 @@ def load_model(directory):
 
     return load(directory)
 
-
-# What the training loop itself reads; a custom trainable gets these defaults.
-LOOP_DEFAULTS: Mapping[str, object] = {
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "l1": 0.0,
-    "batch_size": 64,
-    "patience": 0,
-    **LOOP_COMMON_DEFAULTS,
-}
 
 # A study may name its own model builder as "package.module:function" (called with
 # (config, input_shape, num_classes) and returning a torch module that the same loop

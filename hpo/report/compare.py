@@ -45,7 +45,7 @@ from hpo.lr_range import (
 from hpo.report import figures as fig
 from hpo.report import html as h
 from hpo.report.build import REPORT_DIR, build_report
-from hpo.report.tables import min_attainable_p
+from hpo.report.tables import min_attainable_p, paired_wilcoxon
 from hpo.spec import StudyError, slug
 
 ALPHA = 0.05
@@ -188,23 +188,8 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 
 def _wilcoxon(wide: pd.DataFrame, a: str, b: str, higher: bool, alpha: float) -> dict[str, Any]:
-    from scipy import stats
-
     pair = wide[[a, b]].dropna()
-    n = len(pair)
-    diff = (pair[a] - pair[b]).to_numpy(float)
-    if n < 2:
-        statistic, p_value = np.nan, np.nan
-    elif np.allclose(diff, 0.0):
-        statistic, p_value = 0.0, 1.0  # equal in every block
-    else:
-        result = stats.wilcoxon(pair[a], pair[b], alternative="two-sided")
-        statistic, p_value = float(result.statistic), float(result.pvalue)
-    mean_diff = float(diff.mean()) if n else np.nan
-    if n == 0 or math.isclose(mean_diff, 0.0, abs_tol=1e-12):
-        better = "tie" if n else "n/a"
-    else:
-        better = a if (mean_diff > 0) == higher else b
+    n, _, mean_diff, better, statistic, p_value = paired_wilcoxon(pair, a, b, higher)
     testable = min_attainable_p(n) < alpha if n else False
     return {
         "test": "wilcoxon",

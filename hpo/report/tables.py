@@ -387,6 +387,29 @@ def seeds_needed(alpha: float = 0.05) -> int:
     return seeds
 
 
+def paired_wilcoxon(pair: pd.DataFrame, a: str, b: str, higher: bool) -> tuple:
+    """Wilcoxon signed-rank test (scipy, exact for small samples) of columns a and b of
+    complete pairs: (pairs, differences a − b, their mean, the level the mean favours,
+    statistic, p); p is NaN below 2 pairs and 1 where every pair is equal."""
+    from scipy import stats
+
+    n = len(pair)
+    diff = (pair[a] - pair[b]).to_numpy(float)
+    mean_diff = float(diff.mean()) if n else np.nan
+    if n < 2:
+        statistic, p_value = np.nan, np.nan
+    elif np.allclose(diff, 0.0):
+        statistic, p_value = 0.0, 1.0  # identical in every pair
+    else:
+        result = stats.wilcoxon(pair[a], pair[b], alternative="two-sided")
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+    if n == 0 or math.isclose(mean_diff, 0.0, abs_tol=1e-12):
+        better = "tie" if n else "n/a"
+    else:
+        better = a if (mean_diff > 0) == higher else b
+    return n, diff, mean_diff, better, statistic, p_value
+
+
 def pairwise_tests(runs: pd.DataFrame, mode: str, alpha: float = 0.05) -> pd.DataFrame:
     """For each pair of strategies, the Wilcoxon signed-rank test (scipy.stats, exact for
     small samples) on the final best validation metric, paired by seed.
@@ -394,27 +417,12 @@ def pairwise_tests(runs: pd.DataFrame, mode: str, alpha: float = 0.05) -> pd.Dat
     `difference` is mean(a − b) over the paired seeds; `better` names the strategy the
     mean favours; `min_p` is the smallest p-value the test could give on that many seeds
     (`min_attainable_p`: below `seeds_needed(alpha)` seeds nothing can be significant)."""
-    from scipy import stats
-
     higher = better_is_higher(mode)
     wide = runs.pivot_table(index="seed", columns="strategy", values="best_val", aggfunc="first")
     rows = []
     for a, b in itertools.combinations(strategy_order(wide.columns), 2):
         pair = wide[[a, b]].dropna()
-        n = len(pair)
-        diff = (pair[a] - pair[b]).to_numpy(float)
-        mean_diff = float(diff.mean()) if n else np.nan
-        if n < 2:
-            p_value, statistic = np.nan, np.nan
-        elif np.allclose(diff, 0.0):
-            p_value, statistic = 1.0, 0.0  # identical on every seed
-        else:
-            result = stats.wilcoxon(pair[a], pair[b], alternative="two-sided")
-            p_value, statistic = float(result.pvalue), float(result.statistic)
-        if n == 0 or math.isclose(mean_diff, 0.0, abs_tol=1e-12):
-            better = "tie" if n else "n/a"
-        else:
-            better = a if (mean_diff > 0) == higher else b
+        n, diff, mean_diff, better, statistic, p_value = paired_wilcoxon(pair, a, b, higher)
         rows.append(
             {
                 "strategy_a": a,
