@@ -142,9 +142,13 @@ def test_strategy_keeps_the_concurrency_cap_where_it_binds(ray_session, tmp_path
 # ------------------------------------------------------------------ studies
 @pytest.mark.parametrize("path", STUDY_FILES, ids=[p.stem for p in STUDY_FILES])
 def test_study_file_validates_and_its_plans_fit(path):
+    from hpo.compare import variants
+
     study = load_study(path)
-    for name in study.strategies:
-        contracts.check_strategy_plan(name, study, study.seeds[0])
+    # a compared study runs each variant (combination of levels) as a study of its own
+    for runs in [variant.study for variant in variants(study)] if study.compare else [study]:
+        for name in runs.strategies:
+            contracts.check_strategy_plan(name, runs, runs.seeds[0])
 
 
 # ------------------------------------- the contracts catch a broken newcomer
