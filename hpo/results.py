@@ -257,6 +257,13 @@ def load_results(study_dir: str | Path) -> Results:
     if not directory.is_dir():
         raise StudyError(f"{directory}: no such folder ({EXPECTED})")
     record = read_study_record(directory)
+    if record.study.compare:
+        folders = sorted(p.name for p in (directory / "variants").glob("*") if p.is_dir())
+        raise StudyError(
+            f"{directory}: a compared study keeps its runs in one folder per variant; "
+            f"use {directory / 'variants' / (folders[0] if folders else '<variant>')} "
+            f"(or another of its {len(folders)} variants)"
+        )
     trials = read_trials(directory)
     if trials.empty:
         raise StudyError(

@@ -118,3 +118,14 @@ def test_a_level_that_searches_nothing_runs_one_grid_trial(study_dict):
         assert STRATEGIES["grid"].plan(variant.study, 0).planned_trials == 1
     with pytest.raises(StudyError, match="space: must name at least one"):
         parse_study({**study_dict, "space": {}})
+
+
+def test_export_of_a_compared_folder_names_its_variant_folders(study_dict, tmp_path):
+    from hpo.records import StudyRecord, write_study_record
+    from hpo.results import load_results
+
+    study = compared(study_dict)
+    write_study_record(tmp_path, StudyRecord(study=study, study_file="s.yaml", study_hash="0"))
+    (tmp_path / "variants" / variants(study)[0].slug).mkdir(parents=True)
+    with pytest.raises(StudyError, match=r"one folder per variant; use .*variants/optimizer-sgd"):
+        load_results(tmp_path)
