@@ -52,7 +52,7 @@ def tiny(name: str, tmp_path) -> tuple:
     if name == "logistic_lr":  # SGD with one sample per step: keep the five rates, fewer steps
         data["dataset"]["val_fraction"], data["dataset"]["test_fraction"] = 0.4, 0.4
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # factors in the study's order
     return path, load_study(path)
 
 
