@@ -263,6 +263,12 @@ class Study(_Strict):
     @classmethod
     def _distinct_levels(cls, compare: dict[str, list[Level]]) -> dict[str, list[Level]]:
         for factor, levels in compare.items():
+            if factor in RESERVED_FACTORS:
+                raise _FieldError(
+                    f"compare.{factor}",
+                    f"names a column of the results; expected another name than "
+                    f"{', '.join(RESERVED_FACTORS)}",
+                )
             names = [level.name for level in levels]
             if len(levels) < 2 or len(set(names)) != len(names):
                 raise _FieldError(f"compare.{factor}", "expected at least 2 distinct levels")
@@ -398,6 +404,8 @@ class Study(_Strict):
 
 
 Combination = dict[str, Level]  # factor → the level it takes
+# Columns the results of a compared study already have beside one per factor.
+RESERVED_FACTORS = ("variant", "strategy", "seed", "trial_id", "epoch", "status")
 
 
 def combinations(study: Study) -> list[Combination]:

@@ -96,6 +96,10 @@ def test_a_factor_that_is_no_hyperparameter_names_its_levels_settings(study_dict
             "compare.optimizer.adam.warm_start: expected another level of 'optimizer'",
         ),
         (
+            {"variant": ["a", "b"]},
+            "compare.variant: names a column of the results; expected another name",
+        ),
+        (
             {"optimizer": {"adam": {"lr_from": "adam"}, "sgd": None}},
             "compare.optimizer.adam.lr_from: expected another level",
         ),

@@ -23,7 +23,7 @@ READY = ["optimizers", "regularization", "lenet5_normalization", "lr_range", "lo
 FIGURES = {
     "optimizers": ["curves_optimizer.png", "curves_batch_norm.png"],
     "regularization": ["curves_regularizer.png", "curves_dropout.png"],
-    "lenet5_normalization": ["curves_variant.png", "bn_gamma.png", "bn_beta.png"],
+    "lenet5_normalization": ["curves_normalization.png", "bn_gamma.png", "bn_beta.png"],
     "lr_range": [
         "curves_policy.png",
         "lr_range_policy-range_test.png",
