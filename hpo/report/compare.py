@@ -50,7 +50,8 @@ from hpo.spec import StudyError, slug
 
 ALPHA = 0.05
 OUTCOMES = ("test_accuracy", "best_val")  # the tests' outcomes, the first one decides
-CURVE_METRICS = ("train_loss", "val_accuracy")
+# rows of the curves figure: loss and accuracy on the training and the validation split
+CURVE_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 BLOCK_KEYS = ["strategy", "seed"]  # with the other factors' levels: one paired block
 MAX_LR_LINES = 8  # a variant whose trials use at most this many lr values is a grid over lr
 MIN_BATCH_SIZES = 3  # batch sizes a variant's trials must try for the batch-size section
@@ -482,7 +483,7 @@ def factor_curves_figure(curves: pd.DataFrame, factor: str, levels: Sequence[str
     (thin) and their mean (thick). Each row shares its y-axis, so levels compare at a
     glance on one scale."""
     columns = max(len(levels), 1)
-    figure = fig.new_figure((3.8 * columns + 0.8, 6.4))
+    figure = fig.new_figure((3.8 * columns + 0.8, 2.9 * len(CURVE_METRICS) + 0.6))
     axes = figure.subplots(len(CURVE_METRICS), columns, sharey="row", sharex=True, squeeze=False)
     means = curve_means(curves, factor)
     colors = level_colors(levels)
@@ -1063,9 +1064,10 @@ def _factor_parts(
         h.image(
             pngs[f"curves_{name}.png"],
             f"learning curves per level of {factor}",
-            "Training loss (top) and validation accuracy (bottom) per epoch of each run's "
-            "selected trial (thin) and their mean over runs (thick), one column per level of "
-            f"{factor}; each row shares its y-axis.",
+            "Loss and accuracy on the training and the validation split (rows) per epoch of "
+            "each run's selected trial (thin) and their mean over runs (thick), one column "
+            f"per level of {factor}; each row shares its y-axis. Test accuracy is measured "
+            "once, on the selected model (table above).",
             f"curves_{name}.png",
         ),
     ]
