@@ -363,7 +363,7 @@ def test_holm_keeps_nan_and_order():
 # ----------------------------------------------------------------- figures
 def test_curves_figure_shares_y_per_row(cmp):
     figure = rc.factor_curves_figure(cmp.curves, "optimizer", cmp.levels("optimizer"))
-    axes = np.array(figure.axes).reshape(2, 2)
+    axes = np.array(figure.axes).reshape(len(rc.CURVE_METRICS), 2)
     for row in axes:
         assert row[0].get_shared_y_axes().joined(row[0], row[1])
         assert row[0].get_ylim() == row[1].get_ylim()
@@ -375,7 +375,7 @@ def test_curves_figure_shares_y_per_row(cmp):
     mean = means[(means["optimizer"] == "adam") & (means["epoch"] == 2)].iloc[0]
     assert mean["val_accuracy"] == pytest.approx(adam["val_accuracy"].mean())
     assert mean["runs"] == runs
-    thick = axes[1, 1].lines[-1]
+    thick = axes[rc.CURVE_METRICS.index("val_accuracy"), 1].lines[-1]
     assert list(thick.get_ydata()) == pytest.approx(
         list(means[means["optimizer"] == "adam"]["val_accuracy"])
     )
