@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hpo.compare import load_compare, variants
+from hpo.compare import CompareResults, load_compare, variants
 from hpo.files import write_csv, write_npz, write_text
 from hpo.records import BestTrial, RunRecord, StudyRecord, run_dir, write_study_record
 from hpo.report import build_report
 from hpo.report import compare as rc
+from hpo.report import compare_figures as cf
+from hpo.report import compare_tables as ct
 from hpo.spec import parse_study
 
 STRATEGIES = ("grid", "random")
@@ -236,7 +238,7 @@ def runs_of(cmp) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ tables
 def test_level_table_numbers(cmp):
-    table = rc.level_table(cmp, "optimizer")
+    table = ct.level_table(cmp, "optimizer")
     assert list(table["optimizer"]) == ["sgd", "sgd", "adam", "adam"]  # level order
     assert list(table["batch_norm"]) == ["False", "True", "False", "True"]
     truth = runs_of(cmp)
@@ -255,7 +257,7 @@ def test_level_table_numbers(cmp):
 
 
 def test_factor_tests_match_scipy(cmp):
-    tests = rc.factor_tests(cmp, "optimizer")
+    tests = ct.factor_tests(cmp, "optimizer")
     truth = runs_of(cmp)
     assert list(tests["outcome"]) == ["test_accuracy", "best_val"]
     for outcome, column in (("test_accuracy", "test"), ("best_val", "val")):
@@ -273,8 +275,8 @@ def test_factor_tests_match_scipy(cmp):
 
 
 def test_verdict_names_the_winner_its_lead_and_p(cmp):
-    tests = rc.factor_tests(cmp, "optimizer")
-    verdict = rc.factor_verdict(cmp, "optimizer", tests)
+    tests = ct.factor_tests(cmp, "optimizer")
+    verdict = ct.factor_verdict(cmp, "optimizer", tests)
     truth = runs_of(cmp).groupby("optimizer")["test"].mean()
     p = tests.iloc[0]["p_value"]
     assert verdict.startswith(
@@ -285,7 +287,7 @@ def test_verdict_names_the_winner_its_lead_and_p(cmp):
     assert verdict.endswith("significant at 0.05.") and ". " not in verdict  # one sentence
 
 
-def three_levels(blocks: int, seed: int = 1) -> rc.CompareResults:
+def three_levels(blocks: int, seed: int = 1) -> CompareResults:
     """A CompareResults with one factor of three levels (momentum best) and `blocks`
     strategy × seed blocks, built from tables only."""
     spec = {**STUDY, "compare": {"optimizer": ["sgd", "momentum", "adam"]}}
@@ -308,14 +310,12 @@ def three_levels(blocks: int, seed: int = 1) -> rc.CompareResults:
             strict=True,
         )
     ]
-    return rc.CompareResults(
-        Path("."), record, [], pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame()
-    )
+    return CompareResults(Path("."), record, [], pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame())
 
 
 def test_three_levels_friedman_and_holm():
     cmp = three_levels(8)
-    tests = rc.factor_tests(cmp, "optimizer")
+    tests = ct.factor_tests(cmp, "optimizer")
     mine = tests[tests["outcome"] == "test_accuracy"]
     wide = cmp.runs.pivot_table(index="seed", columns="optimizer", values="test_accuracy")
     friedman = mine.iloc[0]
@@ -340,42 +340,42 @@ def test_three_levels_friedman_and_holm():
     holm[order[2]] = max(holm[order[1]], raw[order[2]])
     assert list(pairs["p_adjusted"]) == pytest.approx(holm)
     assert list(pairs["significant"]) == [p < 0.05 for p in holm]
-    assert "momentum has the best mean test accuracy" in rc.factor_verdict(cmp, "optimizer", tests)
+    assert "momentum has the best mean test accuracy" in ct.factor_verdict(cmp, "optimizer", tests)
 
 
 def test_too_few_blocks_are_not_testable_and_said_plainly():
     cmp = three_levels(3)
-    tests = rc.factor_tests(cmp, "optimizer")
+    tests = ct.factor_tests(cmp, "optimizer")
     pairs = tests[(tests["test"] == "wilcoxon") & (tests["outcome"] == "test_accuracy")]
     assert set(pairs["note"]) == {"not testable: 3 pairs"} and not pairs["significant"].any()
-    verdict = rc.factor_verdict(cmp, "optimizer", tests)
+    verdict = ct.factor_verdict(cmp, "optimizer", tests)
     assert "not testable: 3 pairs, too few for p < 0.05" in verdict
-    two = rc.factor_tests(three_levels(2), "optimizer")
+    two = ct.factor_tests(three_levels(2), "optimizer")
     assert two.iloc[0]["note"] == "not testable: 2 complete blocks"
 
 
 def test_holm_keeps_nan_and_order():
-    adjusted = rc.holm([0.01, np.nan, 0.04, 0.03])
+    adjusted = ct.holm([0.01, np.nan, 0.04, 0.03])
     assert np.isnan(adjusted[1])
     assert list(adjusted[[0, 3, 2]]) == pytest.approx([0.03, 0.06, 0.06])
 
 
 # ----------------------------------------------------------------- figures
 def test_curves_figure_shares_y_per_row(cmp):
-    figure = rc.factor_curves_figure(cmp.curves, "optimizer", cmp.levels("optimizer"))
-    axes = np.array(figure.axes).reshape(len(rc.CURVE_METRICS), 2)
+    figure = cf.factor_curves_figure(cmp.curves, "optimizer", cmp.levels("optimizer"))
+    axes = np.array(figure.axes).reshape(len(ct.CURVE_METRICS), 2)
     for row in axes:
         assert row[0].get_shared_y_axes().joined(row[0], row[1])
         assert row[0].get_ylim() == row[1].get_ylim()
     assert not axes[0, 0].get_shared_y_axes().joined(axes[0, 0], axes[1, 0])
     runs = len(STRATEGIES) * len(SEEDS) * 2  # of each optimizer: both batch_norm levels
     assert len(axes[0, 0].lines) == runs + 1  # one per run, and the mean
-    means = rc.curve_means(cmp.curves, "optimizer")
+    means = ct.curve_means(cmp.curves, "optimizer")
     adam = cmp.curves[(cmp.curves["optimizer"] == "adam") & (cmp.curves["epoch"] == 2)]
     mean = means[(means["optimizer"] == "adam") & (means["epoch"] == 2)].iloc[0]
     assert mean["val_accuracy"] == pytest.approx(adam["val_accuracy"].mean())
     assert mean["runs"] == runs
-    thick = axes[rc.CURVE_METRICS.index("val_accuracy"), 1].lines[-1]
+    thick = axes[ct.CURVE_METRICS.index("val_accuracy"), 1].lines[-1]
     assert list(thick.get_ydata()) == pytest.approx(
         list(means[means["optimizer"] == "adam"]["val_accuracy"])
     )
@@ -384,15 +384,15 @@ def test_curves_figure_shares_y_per_row(cmp):
 def test_violin_data_come_from_the_views(cmp):
     found = rc.special_sections(cmp)
     assert set(found.bn_views) == {"optimizer=sgd, batch_norm=True", ITERATION_VARIANT}
-    gamma = rc.bn_values(found.bn_views, "gamma")
+    gamma = ct.bn_values(found.bn_views, "gamma")
     assert list(dict.fromkeys(gamma["layer"])) == list(LAYERS)  # order as stored
     conv2 = gamma[(gamma["variant"] == ITERATION_VARIANT) & (gamma["layer"] == "conv2")]
     assert len(conv2) == 8 and conv2["value"].mean() == pytest.approx(1.25)
-    beta = rc.bn_values(found.bn_views, "beta")
+    beta = ct.bn_values(found.bn_views, "beta")
     assert beta.groupby("layer", sort=False)["value"].mean().to_list() == pytest.approx(
         [0.0, -0.1, -0.2]
     )
-    figure = rc.bn_violin_figure(found.bn_views, "gamma")
+    figure = cf.bn_violin_figure(found.bn_views, "gamma")
     assert len(figure.axes) == 1  # one y-axis for every layer and variant
 
 
@@ -437,7 +437,7 @@ def test_build_report_writes_the_comparison_page(study_dir, cmp, page):
     for factor in ("optimizer", "batch_norm"):
         part = section(page, f"factor-{factor}")
         assert f'id="levels-{factor}"' in part and f'id="tests-{factor}"' in part
-        assert html_text(rc.factor_verdict(cmp, factor)) in part
+        assert html_text(ct.factor_verdict(cmp, factor)) in part
         levels = pd.read_csv(report / f"levels_{factor}.csv")
         assert len(levels) == 4 and "best_val_accuracy_mean" in levels
         assert len(pd.read_csv(report / f"factor_tests_{factor}.csv")) == 2
