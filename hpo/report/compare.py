@@ -475,17 +475,19 @@ def _special_parts(
                 table_id="lr-bounds-table",
             ),
         )
-        for label in found.range_curve["variant"].unique():
-            name = f"lr_range_{names[label]}.png"
-            section.add(
-                h.image(
-                    pngs[name],
+        _add_images(
+            section,
+            pngs,
+            [
+                (
+                    f"lr_range_{names[label]}.png",
                     f"range test of {label}",
                     f"{label}: training loss against the learning rate (log axis), "
                     "lr_min and lr_max marked.",
-                    name,
                 )
-            )
+                for label in found.range_curve["variant"].unique()
+            ],
+        )
         sections.append(section)
     if found.bn_views:
         section = h.Section("batch-norm", "Batch-norm parameters")
@@ -496,16 +498,18 @@ def _special_parts(
                 "run; one violin per variant and layer, on one y-axis."
             )
         )
-        for parameter in ("gamma", "beta"):
-            name = f"bn_{parameter}.png"
-            section.add(
-                h.image(
-                    pngs[name],
+        _add_images(
+            section,
+            pngs,
+            [
+                (
+                    f"bn_{parameter}.png",
                     f"batch-norm {parameter} per layer",
                     f"Batch-norm {parameter} per layer and variant.",
-                    name,
                 )
-            )
+                for parameter in ("gamma", "beta")
+            ],
+        )
         sections.append(section)
     if found.lr_lines:
         section = h.Section("learning-rates", "Loss by learning rate")
@@ -516,17 +520,19 @@ def _special_parts(
                 "(SGD), else against the epoch (e.g. full-batch gradient descent)."
             )
         )
-        for label, (x, _) in found.lr_lines.items():
-            name = f"lr_lines_{names[label]}.png"
-            section.add(
-                h.image(
-                    pngs[name],
+        _add_images(
+            section,
+            pngs,
+            [
+                (
+                    f"lr_lines_{names[label]}.png",
                     f"loss by learning rate, {label}",
                     f"{label}: training loss against the {x}, one line per trial, "
                     "colour: its configured lr.",
-                    name,
                 )
-            )
+                for label, (x, _) in found.lr_lines.items()
+            ],
+        )
         sections.append(section)
     if not found.batch_sizes.empty:
         section = h.Section("batch-size", "Batch size")
@@ -537,18 +543,26 @@ def _special_parts(
                 "dashed: the other variants' selected trials' mean gap."
             )
         )
-        for label in found.batch_sizes["variant"].unique():
-            name = f"batch_size_{names[label]}.png"
-            section.add(
-                h.image(
-                    pngs[name],
+        _add_images(
+            section,
+            pngs,
+            [
+                (
+                    f"batch_size_{names[label]}.png",
                     f"batch-size sweep of {label}",
                     f"{label}: final training loss and gap against log2(batch size).",
-                    name,
                 )
-            )
+                for label in found.batch_sizes["variant"].unique()
+            ],
+        )
         sections.append(section)
     return sections
+
+
+def _add_images(section: Any, pngs: dict[str, bytes], images: list[tuple[str, str, str]]) -> None:
+    """Add each (file name, alt text, caption) figure to the section."""
+    for name, alt, caption in images:
+        section.add(h.image(pngs[name], alt, caption, name))
 
 
 __all__ = ["Sections", "build_compare_report", "special_sections"]
