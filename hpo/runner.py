@@ -343,7 +343,8 @@ def selected_state(
     analysis = res.load_analysis(path)
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
     log = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level, log.level = log.level, logging.CRITICAL  # "no checkpoints": handled below
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # its "no checkpoints have been found": handled below
     try:
         checkpoint = analysis.get_best_checkpoint(trial, metric=metric, mode=mode)
     finally:

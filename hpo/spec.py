@@ -533,6 +533,17 @@ def load_study(path: str | Path, trusted: bool = False) -> Study:
     return parse_study(data, str(path), trusted)
 
 
+def without_compare(study: Study, path: str | Path, command: str) -> Study:
+    """`study`, or a StudyError for a study with `compare:` (hpo run runs its variants;
+    `command` takes one study's space)."""
+    if study.compare:
+        raise StudyError(
+            f"{path}: compare: hpo {command} takes a study without compared factors "
+            "(write one variant's levels into fixed/space to use it)"
+        )
+    return study
+
+
 def study_hash(path: str | Path) -> str:
     """sha256 of the study file's bytes: provenance for results and exports."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -25,7 +25,7 @@ from hpo import results as res
 from hpo.files import write_csv
 from hpo.provenance import now_iso
 from hpo.records import TableRecord, read_table_record, write_table_record
-from hpo.spec import Study, StudyError, load_study, study_hash
+from hpo.spec import Study, StudyError, load_study, study_hash, without_compare
 
 TABLE_DIR = "table"
 TABLE_FILE = "table.csv"
@@ -72,7 +72,9 @@ def tabulate(
 ) -> Path:
     """Train (or finish training) the table of `study_file`; returns the table folder."""
     study_file = Path(study_file)
-    study = preflight.absolute_paths(load_study(study_file))
+    study = preflight.absolute_paths(
+        without_compare(load_study(study_file), study_file, "tabulate")
+    )
     seeds = list(seeds if seeds is not None else study.seeds)
     planned = table_configs(study, configs, sample_seed)
     folder = Path(results_root).resolve() / study.name / TABLE_DIR

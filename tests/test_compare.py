@@ -133,3 +133,14 @@ def test_export_of_a_compared_folder_names_its_variant_folders(study_dict, tmp_p
     (tmp_path / "variants" / variants(study)[0].slug).mkdir(parents=True)
     with pytest.raises(StudyError, match=r"one folder per variant; use .*variants/optimizer-sgd"):
         load_results(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["tabulate", "replay"])
+def test_tabulate_and_replay_refuse_a_compared_study(command, study_dict, write_study, capsys):
+    from hpo.cli import main
+
+    path = write_study({**study_dict, "compare": TWO_FACTORS})
+    assert main([command, str(path)]) == 2
+    assert f"compare: hpo {command} takes a study without compared factors" in (
+        capsys.readouterr().err
+    )

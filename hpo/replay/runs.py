@@ -27,7 +27,7 @@ from hpo.provenance import now_iso, package_versions
 from hpo.records import ReplayInfo, RunRecord, StudyRecord, write_study_record
 from hpo.replay.curves import CurveTable
 from hpo.replay.simulator import SimRun, simulate
-from hpo.spec import Study, StudyError, load_study, study_hash
+from hpo.spec import Study, StudyError, load_study, study_hash, without_compare
 from hpo.strategies import selected
 from hpo.tabulate import TABLE_DIR, read_table
 from trainables import PROPOSED_BY
@@ -49,7 +49,7 @@ def replay(
     """Replay the study's strategies × seeds on its table; returns the replay folder."""
     began = time.time()
     study_file = Path(study_file)
-    study = load_study(study_file)
+    study = without_compare(load_study(study_file), study_file, "replay")
     # Every registered strategy can be replayed (the simulator drives its Ray Tune
     # objects); an unregistered name cannot be simulated.
     strategies = selected(study, strategies)
