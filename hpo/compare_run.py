@@ -20,15 +20,13 @@ from hpo.compare import VARIANTS_DIR, Variant, variant_of, variants
 from hpo.files import write_bytes
 from hpo.provenance import now_iso, package_versions
 from hpo.records import (
-    STUDY_FILE,
     StudyRecord,
     read_run_record,
-    read_study_record,
     run_dir,
     write_study_record,
 )
 from hpo.results import read_trials
-from hpo.runner import StudyRunner, selected_state
+from hpo.runner import StudyRunner, previous_record, selected_state
 from hpo.spec import StudyError, load_study, study_hash
 
 WARM_START_DIR = "warm_start"  # in a variant's folder: the weights each of its runs starts from
@@ -97,23 +95,9 @@ class CompareRunner:
         digest = study_hash(self.study_file)
         preflight.check_free_space(self.directory)
         preflight.make_writable_folder(self.directory)
-        previous = None
-        if (self.directory / STUDY_FILE).exists():
-            try:
-                previous = read_study_record(self.directory)
-            except StudyError:
-                if not fresh:
-                    raise
-            if previous is not None and previous.study_hash != digest:
-                if not fresh:
-                    raise StudyError(
-                        f"{self.directory}: holds results of a different version of "
-                        f"{self.study_file}; use --fresh to start over or --results to write "
-                        "elsewhere"
-                    )
-                previous = None
-            if previous is None:
-                shutil.rmtree(self.directory / VARIANTS_DIR, ignore_errors=True)
+        previous = previous_record(self.directory, self.study_file, digest, fresh)
+        if previous is None:  # new, or another version's results removed with --fresh
+            shutil.rmtree(self.directory / VARIANTS_DIR, ignore_errors=True)
         record = StudyRecord(
             study=self.study,
             study_file=str(self.study_file),

@@ -140,7 +140,7 @@ class StudyRunner:
         digest = study_hash(self.study_file)
         preflight.check_free_space(self.directory)
         preflight.make_writable_folder(self.directory)
-        previous = self._previous_record(digest, fresh)
+        previous = previous_record(self.directory, self.study_file, digest, fresh)
         if previous is None and (self.directory / STUDY_FILE).exists():
             # --fresh over another version's results: they cannot be compared with new ones
             for strategy in STRATEGIES:
@@ -161,29 +161,6 @@ class StudyRunner:
             ended_at=previous.ended_at if previous is not None else None,
             runs=runs,
             variant=self.variant.levels if self.variant is not None else None,
-        )
-
-    def _previous_record(self, digest: str, fresh: bool) -> StudyRecord | None:
-        """The folder's record if it holds this very study file's results; None for a new
-        folder and, with --fresh, for another version's (or an unreadable) record; an
-        error for the latter without --fresh."""
-        if not (self.directory / STUDY_FILE).exists():
-            return None
-        try:
-            previous = read_study_record(self.directory)
-        except StudyError as error:
-            if fresh:
-                return None
-            raise StudyError(
-                f"{error}; use --fresh to start over or --results to write elsewhere"
-            ) from None
-        if previous.study_hash == digest:
-            return previous
-        if fresh:
-            return None
-        raise StudyError(
-            f"{self.directory}: holds results of a different version of {self.study_file}; "
-            "use --fresh to start over or --results to write elsewhere"
         )
 
     def _mark_failed(self, strategy: str, seed: int, error: Exception) -> RunRecord:
@@ -329,6 +306,32 @@ class StudyRunner:
             f"{'n/a' if value is None else f'{value:.4f}'}, test accuracy "
             f"{'n/a' if test is None else f'{test:.4f}'}, {run.wall_s:.0f} s"
         )
+
+
+def previous_record(
+    directory: Path, study_file: Path, digest: str, fresh: bool
+) -> StudyRecord | None:
+    """The folder's record if it holds this very study file's results; None for a new
+    folder and, with --fresh, for another version's (or an unreadable) record; an
+    error for the latter without --fresh."""
+    if not (directory / STUDY_FILE).exists():
+        return None
+    try:
+        previous = read_study_record(directory)
+    except StudyError as error:
+        if fresh:
+            return None
+        raise StudyError(
+            f"{error}; use --fresh to start over or --results to write elsewhere"
+        ) from None
+    if previous.study_hash == digest:
+        return previous
+    if fresh:
+        return None
+    raise StudyError(
+        f"{directory}: holds results of a different version of {study_file}; "
+        "use --fresh to start over or --results to write elsewhere"
+    )
 
 
 def selected_state(

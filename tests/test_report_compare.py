@@ -17,11 +17,12 @@ from scipy import stats
 
 from hpo.compare import CompareResults, load_compare, variants
 from hpo.files import write_csv, write_npz, write_text
-from hpo.records import BestTrial, RunRecord, StudyRecord, run_dir, write_study_record
+from hpo.records import RunRecord, StudyRecord, run_dir, write_study_record
 from hpo.report import build_report
 from hpo.report import compare as rc
 from hpo.report import compare_figures as cf
 from hpo.report import compare_tables as ct
+from hpo.results import best_row, best_trial
 from hpo.spec import parse_study
 
 STRATEGIES = ("grid", "random")
@@ -121,7 +122,7 @@ def write_variant(directory: Path, variant, parent: StudyRecord, rng) -> None:
         frame["cum_epochs"] = np.arange(1, len(frame) + 1)
         frame["wall_s"] = 0.5 * frame["cum_epochs"]
         frames.append(frame)
-        best = frame.sort_values("val_accuracy", ascending=False, kind="stable").iloc[0]
+        best = best_row(frame, "val_accuracy", "max")
         test = float(best["val_accuracy"]) + rng.normal(0, 0.01)
         record = RunRecord(
             strategy=strategy,
@@ -133,15 +134,7 @@ def write_variant(directory: Path, variant, parent: StudyRecord, rng) -> None:
             epochs=len(frame),
             errors=0,
             data_sizes={"train": 1078, "val": 359, "test": 360},
-            best=BestTrial(
-                trial_id=best["trial_id"],
-                epoch=int(best["epoch"]),
-                cum_epochs=int(best["cum_epochs"]),
-                metric="val_accuracy",
-                value=float(best["val_accuracy"]),
-                config=configs[best["trial_id"]],
-                test={"test_accuracy": test, "test_loss": 1.0 - test},
-            ),
+            best=best_trial(best, "val_accuracy", {"test_accuracy": test, "test_loss": 1.0 - test}),
         )
         runs[record.key] = record
         folder = run_dir(directory, strategy, seed)
