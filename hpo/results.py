@@ -17,9 +17,32 @@ import pandas as pd
 
 from hpo.records import BestTrial, RunRecord, StudyRecord, read_study_record
 from hpo.spec import Study, StudyError
-from trainables import EPOCH_METRICS, HYPERPARAMETER_PREFIX, PROPOSED_BY
+from trainables import (
+    EPOCH_METRICS,
+    GRAD_NORM_PREFIX,
+    HEAD_METRICS,
+    HYPERPARAMETER_PREFIX,
+    PROPOSED_BY,
+    TRAINABLES,
+)
 
 METRIC_COLUMNS = [*EPOCH_METRICS, "diverged", "early_stopped"]
+# Metrics some trainables or configs report besides EPOCH_METRICS (each trainable declares
+# its own; a second head adds HEAD_METRICS; grad_norm_every adds grad_norm/<layer>).
+EXTRA_METRICS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [m for info in TRAINABLES.values() for m in info.metrics if m not in METRIC_COLUMNS]
+        + list(HEAD_METRICS)
+    )
+)
+
+
+def metric_columns(columns: Any) -> list[str]:
+    """The columns of reported results that trials.csv keeps, in a stable order."""
+    present = set(columns)
+    extras = [c for c in EXTRA_METRICS if c in present]
+    norms = sorted(c for c in present if str(c).startswith(GRAD_NORM_PREFIX))
+    return [c for c in METRIC_COLUMNS if c in present] + extras + norms
 # Trial statuses as the results and the report show them.
 TRIAL_STATUSES: tuple[str, ...] = ("finished", "early_stopped", "diverged", "errored", "running")
 FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = TRIAL_STATUSES
@@ -73,7 +96,7 @@ def trial_frame(
             continue
         # A trial restored from a checkpoint may re-report epochs: keep the last report.
         rows = rows.drop_duplicates("epoch", keep="last").sort_values("epoch")
-        frame = pd.DataFrame({c: rows[c] for c in METRIC_COLUMNS if c in rows})
+        frame = pd.DataFrame({c: rows[c] for c in metric_columns(rows.columns)})
         for flag in ("diverged", "early_stopped"):
             frame[flag] = frame[flag].astype(str).str.lower().eq("true") if flag in frame else False
         frame["report_time"] = rows["report_time"].to_numpy()

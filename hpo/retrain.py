@@ -110,14 +110,14 @@ def retrain_seed(
     """Train one seed and evaluate its selected state on the test split (runs in Ray)."""
     import torch
 
-    from trainables.loop import evaluate_state, train
+    from trainables.loop import evaluate_state, run
 
     reporter = KeepingReporter(
         document.validation.metric if train_only else None, document.validation.mode
     )
     config = {**document.config, "seed": seed}
     began = time.perf_counter()
-    train(
+    run(
         document.trainable,
         config,
         training_bundle(data, train_only),

@@ -28,6 +28,7 @@ from trainables import (
     RANK_NAMES,
     TRAINABLES,
     CustomTrainableError,
+    data_conflict,
     is_custom,
     trainable_info,
 )
@@ -118,8 +119,9 @@ class Param(_Strict):
 
 class DatasetSpec(_Strict):
     name: str
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    # Both 0: no held-out data, every split is the whole set (toy studies of fitting)
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    test_fraction: float = Field(default=0.2, ge=0, lt=1)
     split_seed: int | None = None  # None: each study seed makes its own split
     # Root of torchvision-format files (mnist, fashion_mnist, cifar10); relative paths are
     # taken from the working directory. None: $HPO_DATA_DIR (hpo --data-dir), else ./data.
@@ -149,6 +151,16 @@ class DatasetSpec(_Strict):
     def _fractions(self) -> DatasetSpec:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        if not DATASETS[self.name].splittable and self.val_fraction + self.test_fraction > 0:
+            raise _FieldError(
+                "dataset.val_fraction",
+                f"{self.name} cannot be split: set val_fraction and test_fraction to 0",
+            )
+        if (self.val_fraction == 0) != (self.test_fraction == 0):
+            raise ValueError(
+                "val_fraction and test_fraction are both above 0, or both 0 (every split "
+                "is then the whole set)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -356,6 +368,15 @@ class Study(_Strict):
                 f"{self.dataset.name} gives {RANK_NAMES[rank]}; trainable {self.trainable!r} "
                 f"takes {takes}",
             )
+        conflict = data_conflict(self.trainable, self.dataset.name, self._values())
+        if conflict:
+            where, _, what = conflict.partition(": ")
+            section = (
+                "dataset"
+                if where == "dataset.name"
+                else ("fixed" if where in self.fixed else "space")
+            )
+            raise _FieldError(where if section == "dataset" else f"{section}.{where}", what)
         if self.metric.name not in info.metrics:
             raise _FieldError(
                 "metric.name",
@@ -363,6 +384,13 @@ class Study(_Strict):
                 f"expected one of {list(info.metrics)}",
             )
         return self
+
+    def _values(self) -> dict[str, Any]:
+        """Each hyperparameter's fixed value, or the values its search may give."""
+        values: dict[str, Any] = dict(self.fixed)
+        for name, param in self.space.items():
+            values[name] = (param.choice or []) + (param.grid or [])
+        return values
 
     @model_validator(mode="before")
     @classmethod

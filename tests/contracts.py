@@ -22,7 +22,7 @@ from hpo.spec import Study
 from hpo.strategies import STRATEGIES
 from hpo.strategies.plan import OVER_BUDGET
 from tests.conftest import ListReporter
-from trainables import DATASETS, trainable_info
+from trainables import DATASETS, FIT_METRICS, trainable_info
 from trainables.data import DataBundle, Split, load_dataset
 
 
@@ -38,24 +38,28 @@ def require(condition: bool, component: str, message: str) -> None:
 # ------------------------------------------------------------------- datasets
 def check_dataset(name: str, options: Mapping[str, Any]) -> DataBundle:
     """Loads with the study's options into finite float32 inputs of the declared rank
-    (images in [0, 1]), labels 0..k-1 in every split, the same split for the same seed,
-    and `classes` works."""
+    (images in [0, 1]), labels 0..k-1 in every split (finite float targets for a
+    regression dataset), the same split for the same seed, and `classes` works."""
     info = DATASETS[name]
-    data = load_dataset(name, 0.2, 0.2, 0, scale="unit", **options)
+    fraction = 0.2 if info.splittable else 0.0
+    data = load_dataset(name, fraction, fraction, 0, scale="unit", **options)
     require(
         len(data.input_shape) == info.input_rank,
         name,
         f"samples of shape {data.input_shape}, but the registry declares rank {info.input_rank}",
     )
-    k = data.num_classes
-    require(k >= 2, name, f"{k} classes: a classifier needs at least 2")
     require(
-        not data.class_names or len(data.class_names) == k,
+        data.regression == (info.task == "regression"),
         name,
-        f"{len(data.class_names)} class names for {k} classes",
+        f"the registry says {info.task}, the labels are {data.train.y.dtype}",
+    )
+    require(
+        (data.train.t is not None) == info.head_targets,
+        name,
+        f"head_targets is {info.head_targets}, the splits say otherwise",
     )
     for part, split in (("train", data.train), ("val", data.val), ("test", data.test)):
-        x, y = split.x, split.y
+        x = split.x
         require(x.dtype == torch.float32, name, f"{part} inputs are {x.dtype}, not float32")
         require(bool(torch.isfinite(x).all()), name, f"{part} inputs are not all finite")
         require(
@@ -63,16 +67,15 @@ def check_dataset(name: str, options: Mapping[str, Any]) -> DataBundle:
             name,
             f"{part} inputs span [{float(x.min()):g}, {float(x.max()):g}], images take [0, 1]",
         )
-        require(y.dtype == torch.long, name, f"{part} labels are {y.dtype}, not int64")
-        require(
-            set(y.unique().tolist()) == set(range(k)),
-            name,
-            f"{part} split has labels {sorted(set(y.unique().tolist()))}, not all of 0..{k - 1}",
-        )
-    again = load_dataset(name, 0.2, 0.2, 0, scale="unit", **options)
+        (_check_targets if data.regression else _check_labels)(name, part, split, data)
+    again = load_dataset(name, fraction, fraction, 0, scale="unit", **options)
     require(_same(data, again), name, "two loads with the same seed differ")
+    if not info.splittable:
+        return data
     other = load_dataset(name, 0.2, 0.2, 1, scale="unit", **options)
     require(not _same(data, other), name, "seeds 0 and 1 give the same split")
+    if data.regression:
+        return data
     kept = load_dataset(name, 0.2, 0.2, 0, scale="unit", classes=[1, 0], **options)
     total = sum(int((part.y <= 1).sum()) for part in (data.train, data.val, data.test))
     require(
@@ -82,6 +85,33 @@ def check_dataset(name: str, options: Mapping[str, Any]) -> DataBundle:
         f"{kept.num_classes} classes, expected {total} of 2",
     )
     return data
+
+
+def _check_labels(name: str, part: str, split: Split, data: DataBundle) -> None:
+    k, y = data.num_classes, split.y
+    require(k >= 2, name, f"{k} classes: a classifier needs at least 2")
+    require(
+        not data.class_names or len(data.class_names) == k,
+        name,
+        f"{len(data.class_names)} class names for {k} classes",
+    )
+    require(y.dtype == torch.long, name, f"{part} labels are {y.dtype}, not int64")
+    require(
+        set(y.unique().tolist()) == set(range(k)),
+        name,
+        f"{part} split has labels {sorted(set(y.unique().tolist()))}, not all of 0..{k - 1}",
+    )
+
+
+def _check_targets(name: str, part: str, split: Split, data: DataBundle) -> None:
+    y = split.y
+    require(y.dtype == torch.float32, name, f"{part} targets are {y.dtype}, not float32")
+    require(
+        y.dim() == 2 and y.shape[1] == data.num_classes,
+        name,
+        f"{part} targets of shape {tuple(y.shape)}, expected N×{data.num_classes}",
+    )
+    require(bool(torch.isfinite(y).all()), name, f"{part} targets are not all finite")
 
 
 def _same(a: DataBundle, b: DataBundle) -> bool:
@@ -98,7 +128,7 @@ def small(data: DataBundle, samples: int = 64) -> DataBundle:
     from dataclasses import replace
 
     def head(split: Split) -> Split:
-        return Split(split.x[:samples], split.y[:samples])
+        return split.take(slice(0, samples))
 
     return replace(data, train=head(data.train), val=head(data.val), test=head(data.test))
 
@@ -120,16 +150,18 @@ def check_trainable_registration(name: str) -> None:
 
 def check_trainable_builds(name: str, data: DataBundle, config: Mapping[str, Any] = ()) -> None:
     """The model builds for the dataset's shapes and maps a batch to one finite logit per
-    class."""
+    class (per target of a regression dataset; the first of a two-head model's outputs;
+    for a trainable with its own runner, e.g. many nets batched, just finite outputs)."""
     from trainables.loop import build_model
 
     config = dict(config)
     model = build_model(name, config, data).eval()
     with torch.no_grad():
         logits = model(data.train.x[:4])
+    logits = logits[0] if isinstance(logits, tuple) else logits
     expected = (min(4, len(data.train)), data.num_classes)
     require(
-        tuple(logits.shape) == expected,
+        trainable_info(name).runner is not None or tuple(logits.shape) == expected,
         name,
         f"{config or 'defaults'} on {data.name} {data.input_shape}: logits of shape "
         f"{tuple(logits.shape)}, expected {expected}",
@@ -137,29 +169,35 @@ def check_trainable_builds(name: str, data: DataBundle, config: Mapping[str, Any
     require(bool(torch.isfinite(logits).all()), name, f"{config} gives non-finite logits")
 
 
-def check_trainable_choices(name: str, data: DataBundle) -> None:
-    """Every allowed value of every categorical hyperparameter builds and takes an
-    optimizer step (what a study may search, the code must run)."""
-    from trainables.loop import build_model, full_config, make_optimizer, train_epoch
+def check_trainable_choices(name: str, data: DataBundle, config: Mapping[str, Any] = ()) -> None:
+    """Every allowed value of every categorical hyperparameter builds and trains an epoch
+    to a finite loss (what a study may search, the code must run)."""
+    from trainables.loop import run
 
+    tiny = small(data, 8)
     for param, allowed in trainable_info(name).choices.items():
         for value in allowed:
-            config = full_config(name, {param: value, "batch_size": 8})
-            check_trainable_builds(name, data, config)
-            model = build_model(name, config, data)
-            prepare = getattr(model, "prepare_data", None)
-            tiny = small(prepare(data) if prepare else data, 8)
-            loss, _ = train_epoch(model, make_optimizer(model, config), tiny.train, config)
-            require(math.isfinite(loss), name, f"{param}={value!r}: loss {loss} after one step")
+            values = {**config, param: value, "batch_size": 8}
+            check_trainable_builds(name, data, values)
+            reporter = ListReporter()
+            run(name, values, tiny, reporter, max_epochs=1, threads=1)
+            loss = reporter.rows[-1]["train_loss"]
+            require(math.isfinite(loss), name, f"{param}={value!r}: loss {loss} after one epoch")
 
 
-def check_trainable_epoch(name: str, data: DataBundle) -> dict[str, Any]:
-    """One epoch trains through the one loop and reports every declared metric (finite),
-    with a checkpoint of that epoch; returns the checkpoint state."""
-    from trainables.loop import train
+def check_trainable_epoch(
+    name: str, data: DataBundle, config: Mapping[str, Any] = ()
+) -> dict[str, Any]:
+    """One epoch trains (through the one loop, or the trainable's runner) and reports
+    every declared metric (finite), with a checkpoint of that epoch; returns the
+    checkpoint state. Metrics a config asks for (FIT_METRICS) are checked with it on."""
+    from trainables.loop import run
 
     reporter = ListReporter()
-    train(name, {"seed": 0}, data, reporter, max_epochs=1, threads=1)
+    config = {"seed": 0, **dict(config)}
+    if set(FIT_METRICS) <= set(trainable_info(name).metrics):
+        config["stop_at_fit"] = True
+    run(name, config, data, reporter, max_epochs=1, threads=1)
     require(len(reporter.rows) == 1, name, f"{len(reporter.rows)} reports for one epoch")
     metrics, state = reporter.rows[0], reporter.states[0]
     missing = [m for m in trainable_info(name).metrics if m not in metrics]
@@ -174,13 +212,16 @@ def check_trainable_epoch(name: str, data: DataBundle) -> dict[str, Any]:
     return state
 
 
-def check_trainable_round_trip(name: str, data: DataBundle, state: Mapping[str, Any]) -> None:
+def check_trainable_round_trip(
+    name: str, data: DataBundle, state: Mapping[str, Any], config: Mapping[str, Any] = ()
+) -> None:
     """A trained model saved with trainables.saved loads back bit for bit: the same
     tensors and the same outputs."""
     from trainables.loop import build_model
     from trainables.saved import load_model, save_model
 
-    model = build_model(name, {"seed": 0}, data)
+    config = {"seed": 0, **dict(config)}
+    model = build_model(name, config, data)
     model.load_state_dict(state["model"])
     model.eval()
     with tempfile.TemporaryDirectory() as folder:
@@ -188,7 +229,7 @@ def check_trainable_round_trip(name: str, data: DataBundle, state: Mapping[str, 
             Path(folder),
             model,
             trainable=name,
-            config={"seed": 0},
+            config=config,
             input_shape=data.input_shape,
             num_classes=data.num_classes,
             dataset={"name": data.name},
@@ -200,8 +241,14 @@ def check_trainable_round_trip(name: str, data: DataBundle, state: Mapping[str, 
     require(not differ, name, f"tensors changed by save/load: {differ[:3]}")
     batch = data.test.x[:8]
     with torch.no_grad():
-        same = torch.equal(model(batch), loaded(batch))
+        same = _equal(model(batch), loaded(batch))
     require(same, name, "the loaded model's outputs differ from the saved model's")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple):
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    return torch.equal(a, b)
 
 
 # ----------------------------------------------------------------- strategies

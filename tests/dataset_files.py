@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from trainables import DATASETS
+
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -137,4 +139,9 @@ DATASET_FILES: dict[str, Callable[[Path, Any], dict[str, Any]]] = {
     "fashion_mnist": _mnist("FashionMNIST"),
     "cifar10": _cifar,
     "image_folder": _image_folder,
+    **{
+        name: _no_files
+        for name, info in DATASETS.items()
+        if info.loader.startswith("trainables.toy:")
+    },
 }

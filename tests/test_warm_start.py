@@ -125,7 +125,7 @@ def test_run_trial_overrides_the_config_for_training_and_the_hp_columns(monkeypa
             seen["reported"] = {f"{HYPERPARAMETER_PREFIX}{k}": v for k, v in config.items()}
 
     monkeypatch.setattr(tune_trial, "TuneReporter", Reporter)
-    monkeypatch.setattr(tune_trial, "train", lambda name, config, *a, **k: seen.update(config))
+    monkeypatch.setattr(tune_trial, "run", lambda name, config, *a, **k: seen.update(config))
     config = {"lr": 1e-3, "init_from": ""}
     tune_trial.run_trial(config, digits, "cnn", 1, overrides={"init_from": "/w.pt", "lr_min": 0.1})
     assert seen["init_from"] == "/w.pt" and seen["lr"] == 1e-3 and seen["lr_min"] == 0.1

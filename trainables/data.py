@@ -28,26 +28,39 @@ SCALES: tuple[str, ...] = ("standardize", "unit")
 class RawData(NamedTuple):
     """What a registered loader returns: every sample, before any split."""
 
-    x: np.ndarray  # float32, N×C×H×W images in [0, 1] (N×C×L signals for mnist1d)
-    y: np.ndarray  # integer labels 0..k-1
+    x: np.ndarray  # float32, N×C×H×W images in [0, 1] (N×C×L signals, N×F feature vectors)
+    y: np.ndarray  # integer labels 0..k-1; float32 N×k targets for a regression dataset
     class_names: tuple[str, ...] = ()
+    targets: np.ndarray | None = None  # float32 N×k targets of a second, regression head
 
 
 @dataclass(frozen=True)
 class Split:
     x: torch.Tensor
-    y: torch.Tensor
+    y: torch.Tensor  # int64 labels, or float32 N×k targets (a regression dataset)
+    t: torch.Tensor | None = None  # float32 N×k targets of a second, regression head
 
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def regression(self) -> bool:
+        return self.y.is_floating_point()
+
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
+        t = None if self.t is None else self.t.to(device)
+        return Split(self.x.to(device), self.y.to(device), t)
+
+    def take(self, index: torch.Tensor) -> Split:
+        """The samples at `index` (a mini-batch)."""
+        return Split(self.x[index], self.y[index], None if self.t is None else self.t[index])
 
 
 @dataclass(frozen=True)
 class DataBundle:
-    """One dataset split three ways; `input_shape` excludes the batch dimension."""
+    """One dataset split three ways; `input_shape` excludes the batch dimension. For a
+    regression dataset `num_classes` is the number of outputs a model needs (targets per
+    sample)."""
 
     name: str
     train: Split
@@ -59,6 +72,10 @@ class DataBundle:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+    @property
+    def regression(self) -> bool:
+        return self.train.regression
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -79,9 +96,12 @@ def split_arrays(
     *,
     scale: str = "standardize",
     class_names: Sequence[str] = (),
+    targets: np.ndarray | None = None,
 ) -> DataBundle:
-    """Stratified split; then `scale="standardize"` standardizes every part with the
-    training part's mean and std, `scale="unit"` leaves the values as they are."""
+    """Stratified split (plain for a regression dataset, whose `y` is float); then
+    `scale="standardize"` standardizes every part with the training part's mean and std,
+    `scale="unit"` leaves the values as they are. With both fractions 0 every part is the
+    whole set: a toy study of how fast a net fits its training data."""
     # Imported here: trial workers unpickle DataBundles from this module and never split,
     # and scikit-learn's import costs every new worker process about a second.
     from sklearn.model_selection import train_test_split
@@ -89,39 +109,49 @@ def split_arrays(
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
     # Split indices, not arrays: each part is then copied once (CIFAR-10 is 0.7 GB as float32).
-    try:
-        rest, test = train_test_split(
-            np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y
-        )
-        train, val = train_test_split(
-            rest,
-            test_size=val_fraction / (1.0 - test_fraction),
-            random_state=seed,
-            stratify=y[rest],
-        )
-    except ValueError as error:  # too few samples of a class for a stratified split
-        raise DatasetError(
-            f"dataset {name}: {len(y)} samples cannot be split by the study's fractions "
-            f"({str(error).splitlines()[0]})"
-        ) from None
-    x_train = np.asarray(x[train], dtype=np.float32)
+    regression = np.issubdtype(y.dtype, np.floating)
+    if val_fraction == 0 and test_fraction == 0:
+        train = val = test = np.arange(len(y))
+    else:
+        try:
+            rest, test = train_test_split(
+                np.arange(len(y)),
+                test_size=test_fraction,
+                random_state=seed,
+                stratify=None if regression else y,
+            )
+            train, val = train_test_split(
+                rest,
+                test_size=val_fraction / (1.0 - test_fraction),
+                random_state=seed,
+                stratify=None if regression else y[rest],
+            )
+        except ValueError as error:  # too few samples (of a class) for the fractions
+            raise DatasetError(
+                f"dataset {name}: {len(y)} samples cannot be split by the study's fractions "
+                f"({str(error).splitlines()[0]})"
+            ) from None
     mean, std = 0.0, 1.0
     if scale == "standardize":
+        x_train = np.asarray(x[train], dtype=np.float32)
         mean, std = float(x_train.mean()), float(x_train.std()) or 1.0
+        del x_train  # CIFAR-10's training part is 0.4 GB: one copy at a time
 
-    def to_split(xs: np.ndarray, ys: np.ndarray) -> Split:
-        xs = np.asarray(xs, dtype=np.float32)
-        if scale == "standardize":  # in place: xs is this part's own copy
+    def to_split(index: np.ndarray) -> Split:
+        xs = np.array(x[index], dtype=np.float32)  # this part's own copy
+        if scale == "standardize":
             xs -= mean
             xs /= std
-        return Split(torch.as_tensor(xs), torch.as_tensor(ys, dtype=torch.long))
+        label_type = torch.float32 if regression else torch.long
+        head = None if targets is None else torch.as_tensor(targets[index], dtype=torch.float32)
+        return Split(torch.as_tensor(xs), torch.as_tensor(y[index], dtype=label_type), head)
 
     return DataBundle(
         name=name,
-        train=to_split(x_train, y[train]),
-        val=to_split(x[val], y[val]),
-        test=to_split(x[test], y[test]),
-        num_classes=int(np.unique(y).size),
+        train=to_split(train),
+        val=to_split(val),
+        test=to_split(test),
+        num_classes=int(y.shape[1]) if regression else int(np.unique(y).size),
         class_names=tuple(class_names),
     )
 
@@ -153,6 +183,8 @@ def data_root(data_dir: str | Path | None = None) -> Path:
 
 def select_classes(name: str, raw: RawData, classes: Sequence[int]) -> RawData:
     """Only the samples labelled `classes`, relabelled 0..k-1 in the listed order."""
+    if np.issubdtype(raw.y.dtype, np.floating):
+        raise DatasetError(f"dataset {name}: a regression dataset has no classes to select")
     wanted = [int(c) for c in classes]
     labels = np.unique(raw.y)
     if len(wanted) < 2 or len(set(wanted)) != len(wanted):
@@ -167,7 +199,8 @@ def select_classes(name: str, raw: RawData, classes: Sequence[int]) -> RawData:
     relabel = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
     relabel[wanted] = np.arange(len(wanted))
     names = tuple(raw.class_names[c] for c in wanted) if raw.class_names else ()
-    return RawData(raw.x[keep], relabel[raw.y[keep]], names)
+    targets = None if raw.targets is None else raw.targets[keep]
+    return RawData(raw.x[keep], relabel[raw.y[keep]], names, targets)
 
 
 def options_from(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,4 +255,5 @@ def load_dataset(
         seed,
         scale=scale,
         class_names=raw.class_names,
+        targets=raw.targets,
     )

@@ -18,6 +18,7 @@ from torch import nn
 
 from trainables import resolve, trainable_info
 from trainables.data import DataBundle, Split
+from trainables.objectives import HEAD, Objective, check_fits
 
 EVAL_BATCH = 2048
 CYCLIC = ("triangular", "triangular2", "exp_range")  # torch CyclicLR's modes
@@ -179,6 +180,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + epoch) % (2**63)
 
 
+def run(
+    trainable: str,
+    config: Mapping[str, Any],
+    data: DataBundle,
+    reporter: Reporter,
+    *,
+    max_epochs: int,
+    threads: int | None = None,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Run one trial: the trainable's own runner where it has one (e.g. many small nets
+    batched as one), else `train`."""
+    info = trainable_info(trainable)
+    runner = resolve(info.runner) if info.runner else train
+    runner(trainable, config, data, reporter, max_epochs=max_epochs, threads=threads, device=device)
+
+
 def train(
     trainable: str,
     config: Mapping[str, Any],
@@ -199,8 +217,11 @@ def train(
     torch.manual_seed(seed)
     data = data.to(device)
     model = build_model(trainable, config, data).to(device)
+    objective = Objective.of(config)
+    check_fits(objective, data.regression)
     optimizer = make_optimizer(model, config)
-    batches = len(batch_bounds(len(data.train), config, model)) - 1
+    passes = int(config.get("passes", 1))  # passes over the training split per epoch
+    batches = (len(batch_bounds(len(data.train), config, model)) - 1) * passes
     scheduler = make_scheduler(optimizer, config, batches, max_epochs)
     start, best_val_loss, stale = 0, math.inf, 0
     state = reporter.restore()
@@ -216,16 +237,29 @@ def train(
     prepare = getattr(model, "prepare_data", None)  # e.g. features cached once per trial
     data = prepare(data) if prepare else data
     patience = int(config.get("patience", 0))
+    norms = GradNorms(model, int(config.get("grad_norm_every", 0)))
+    stop_at_fit = bool(config.get("stop_at_fit", False))
 
     for epoch in range(start + 1, max_epochs + 1):
         began = time.perf_counter()
         torch.manual_seed(epoch_seed(seed, epoch))
         record = Iterations.for_epoch(epoch, batches) if config["record_iterations"] else None
-        train_loss, train_accuracy = train_epoch(
-            model, optimizer, data.train, config, scheduler, record
-        )
+        train_extra: dict[str, float] = {}
+        fitted_after = None  # iterations when a pass first classified the training set right
+        for done in range(passes):
+            train_loss, train_accuracy = train_epoch(
+                model, optimizer, data.train, config, scheduler, record, train_extra, norms
+            )
+            if stop_at_fit and train_accuracy == 1.0:
+                fitted_after = (epoch - 1) * batches + (done + 1) * (batches // passes)
+                break
+            if not math.isfinite(train_loss):
+                break
+        val_extra: dict[str, float] = {}
         val_loss, val_accuracy = (
-            evaluate(model, data.val) if math.isfinite(train_loss) else (math.nan, math.nan)
+            evaluate(model, data.val, objective, val_extra)
+            if math.isfinite(train_loss)
+            else (math.nan, math.nan)
         )
         diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
         if not diverged:
@@ -233,6 +267,7 @@ def train(
                 (val_loss, 0) if val_loss < best_val_loss else (best_val_loss, stale + 1)
             )
         early_stopped = bool(patience) and stale >= patience and epoch < max_epochs
+        early_stopped = early_stopped or (fitted_after is not None and epoch < max_epochs)
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -245,7 +280,13 @@ def train(
             "diverged": diverged,
             "early_stopped": early_stopped,
             **(record.metrics() if record is not None else {}),
+            **{f"train_{name}": value for name, value in train_extra.items()},
+            **{f"val_{name}": value for name, value in val_extra.items()},
+            **norms.metrics(),
         }
+        if stop_at_fit:  # capped at the iterations trained so far when it never fit
+            metrics["fitted"] = fitted_after is not None
+            metrics["iterations_to_fit"] = fitted_after or epoch * batches
         if diverged:
             # A diverged model has no meaningful accuracy: report NaN and the status,
             # with no checkpoint, and end the trial.
@@ -260,7 +301,7 @@ def train(
             "stale_epochs": stale,
         }
         reporter.report(metrics, checkpoint)
-        if early_stopped:  # `patience` epochs without a better validation loss
+        if early_stopped:  # `patience` epochs without a better validation loss, or fit
             return
 
 
@@ -298,56 +339,116 @@ def train_epoch(
     config: Mapping[str, Any],
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     record: Iterations | None = None,
+    extra: dict[str, float] | None = None,
+    norms: GradNorms | None = None,
 ) -> tuple[float, float]:
-    """One pass over shuffled mini-batches; returns mean cross-entropy and accuracy. The
-    scheduler, if any, steps after every batch; `record` collects per-batch loss and lr.
+    """One pass over shuffled mini-batches; returns the mean loss and accuracy (of the
+    config's `Objective`). The scheduler, if any, steps after every batch; `record`
+    collects per-batch loss and lr, `norms` per-layer gradient norms; `extra` receives a
+    second head's loss and accuracy.
 
     The reported loss is the data loss; the L1 penalty only shapes the gradient. Sums stay
     tensors until the epoch ends (no per-batch host sync): a non-finite loss anywhere makes
     the epoch's loss non-finite, which the caller reports as divergence.
     """
     model.train()
+    objective = Objective.of(config)
     bounds, l1 = batch_bounds(len(split), config, model), float(config["l1"])
     weights = [p for p in model.parameters() if p.dim() > 1] if l1 > 0 else []
     order = torch.randperm(len(split)).to(split.x.device)  # same order on every device
-    total_loss = torch.zeros((), device=split.x.device)
-    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+    sums = Sums(split.x.device)
     full = len(bounds) == 2  # one batch of the whole split: no shuffled copy of it
     for batch, (begin, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        index = order[begin:end]
-        inputs, targets = (split.x, split.y) if full else (split.x[index], split.y[index])
+        inputs = split if full else split.take(order[begin:end])
         lr = optimizer.param_groups[0]["lr"]  # the lr this batch trains with
-        logits = model(inputs)
-        loss = nn.functional.cross_entropy(logits, targets)
-        objective = loss + l1 * sum(w.abs().sum() for w in weights) if weights else loss
+        score = objective.score(model(inputs.x), inputs)
+        loss = score.loss
+        objective_value = loss + l1 * sum(w.abs().sum() for w in weights) if weights else loss
         optimizer.zero_grad(set_to_none=True)
-        objective.backward()
+        objective_value.backward()
+        if norms is not None:
+            norms.after_backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         if record is not None:
             record.add(batch, lr, loss)
+        sums.add(score)
+    if record is not None:
+        record.first += len(bounds) - 1  # the next pass of a multi-pass epoch continues
+    return sums.means(len(split), extra)
+
+
+class Sums:
+    """Running sums of a pass's scores, kept as tensors (synced once, at the end)."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.extra: dict[str, torch.Tensor] = {}
+
+    def add(self, score: Any) -> None:
         with torch.no_grad():
-            total_loss += loss.detach() * len(index)
-            correct += (logits.argmax(1) == targets).sum()
-    mean_loss = float(total_loss) / len(split)
-    if not math.isfinite(mean_loss):
-        return math.nan, math.nan
-    return mean_loss, int(correct) / len(split)
+            self.loss += score.loss_sum.detach()
+            self.correct += score.correct
+            for name, value in score.extra.items():
+                self.extra[name] = self.extra.get(name, 0) + value.detach()
+
+    def means(self, samples: int, extra: dict[str, float] | None) -> tuple[float, float]:
+        mean_loss = float(self.loss) / samples
+        if extra is not None and self.extra:
+            extra[f"{HEAD}_loss"] = float(self.extra[f"{HEAD}_loss"]) / samples
+            extra[f"{HEAD}_accuracy"] = int(self.extra[f"{HEAD}_correct"]) / samples
+        if not math.isfinite(mean_loss):
+            return math.nan, math.nan
+        return mean_loss, int(self.correct) / samples
+
+
+class GradNorms:
+    """Per-layer L2 norms of the weight gradients at every `every`-th iteration (0: off),
+    averaged over an epoch as metrics `grad_norm/<layer>`; layers are named conv1…, fc1…
+    in model order (as `trainables.models.layer_kind` counts them)."""
+
+    def __init__(self, model: nn.Module, every: int) -> None:
+        from trainables.models import weight_layers
+
+        self.every, self.iteration, self.samples = every, 0, 0
+        self.layers = weight_layers(model) if every > 0 else []
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def after_backward(self) -> None:
+        self.iteration += 1
+        if not self.layers or self.iteration % self.every:
+            return
+        with torch.no_grad():
+            for name, weight in self.layers:
+                norm = weight.grad.norm() if weight.grad is not None else weight.new_zeros(())
+                self.sums[name] = self.sums.get(name, 0) + norm
+        self.samples += 1
+
+    def metrics(self) -> dict[str, float]:
+        """The epoch's means (none where no iteration was sampled); starts a new epoch."""
+        means = {f"grad_norm/{n}": float(v) / self.samples for n, v in self.sums.items()}
+        self.sums, self.samples = {}, 0
+        return means
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on `split` (eval mode)."""
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    objective: Objective | None = None,
+    extra: dict[str, float] | None = None,
+) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` on `split` (eval mode); cross-entropy unless an
+    objective says otherwise; `extra` receives a second head's loss and accuracy."""
     model.eval()
-    total_loss, correct = 0.0, 0
+    objective = objective or Objective()
+    sums = Sums(split.x.device)
     for begin in range(0, len(split), EVAL_BATCH):
-        inputs = split.x[begin : begin + EVAL_BATCH]
-        targets = split.y[begin : begin + EVAL_BATCH]
-        logits = model(inputs)
-        total_loss += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
-        correct += int((logits.argmax(1) == targets).sum())
-    return total_loss / len(split), correct / len(split)
+        batch = split.take(slice(begin, begin + EVAL_BATCH))
+        sums.add(objective.score(model(batch.x), batch))
+    return sums.means(len(split), extra)
 
 
 def evaluate_state(
@@ -358,7 +459,14 @@ def evaluate_state(
     split: str = "test",
 ) -> dict[str, float]:
     """Rebuild a trial's model from a checkpoint state and measure it on one split."""
+    evaluator = trainable_info(trainable).evaluator
+    if evaluator:
+        return resolve(evaluator)(trainable, config, state, data, split)
     model = build_model(trainable, config, data)
     model.load_state_dict(state["model"])
-    loss, accuracy = evaluate(model, getattr(data, split))
-    return {f"{split}_loss": loss, f"{split}_accuracy": accuracy}
+    extra: dict[str, float] = {}
+    loss, accuracy = evaluate(
+        model, getattr(data, split), Objective.of(full_config(trainable, config)), extra
+    )
+    heads = {f"{split}_{name}": value for name, value in extra.items()}
+    return {f"{split}_loss": loss, f"{split}_accuracy": accuracy, **heads}

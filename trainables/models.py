@@ -10,12 +10,29 @@ import numpy as np
 import torch
 from torch import nn
 
+
+class ScaledSigmoid(nn.Module):
+    """1 / (1 + e^(−2z)): a sigmoid as steep as tanh at 0 (tanh(z) = 2σ(2z) − 1)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(2 * z)
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
     "sigmoid": nn.Sigmoid,
+    "scaled_sigmoid": ScaledSigmoid,
     "tanh": nn.Tanh,
 }
+
+
+def make_activation(config: Mapping) -> nn.Module:
+    """The config's activation; leaky_relu takes its negative slope from `leaky_slope`."""
+    name = str(config["activation"])
+    if name == "leaky_relu":
+        return nn.LeakyReLU(float(config.get("leaky_slope", 0.01)))
+    return ACTIVATIONS[name]()
 
 
 def build_cnn(config: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Module:
@@ -58,12 +75,36 @@ def build_cnn(config: Mapping, input_shape: Sequence[int], num_classes: int) -> 
         nn.Dropout(float(config["dropout"])),
         nn.Linear(hidden, num_classes),
     )
+    if config.get("regression_head"):
+        model = TwoHeads(model, nn.Linear(flat, 1), float(config["lr_regression"]))
     initialize(model, str(config["init"]), float(config["init_std"]))
     return model
 
 
-def initialize(model: nn.Module, scheme: str, std: float) -> None:
-    """`default` keeps PyTorch's own initialization; the others reset weights, zero biases."""
+class TwoHeads(nn.Module):
+    """A classifier plus a linear regression head on its flattened features (e.g. an
+    object's width), trained with its own learning rate; returns (logits, regression)."""
+
+    def __init__(self, classifier: nn.Sequential, head: nn.Linear, lr_head: float) -> None:
+        super().__init__()
+        self.classifier, self.head, self.lr_head = classifier, head, lr_head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.classifier[1](self.classifier[0](x))  # conv blocks, flatten
+        return self.classifier[2:](features), self.head(features)
+
+    def param_groups(self, config: Mapping) -> list[dict]:
+        """The loop's optimizer takes the head's own lr from here (make_optimizer)."""
+        return [
+            {"params": list(self.classifier.parameters())},
+            {"params": list(self.head.parameters()), "lr": self.lr_head},
+        ]
+
+
+def initialize(model: nn.Module, scheme: str, std: float, bias: float = 0.0) -> None:
+    """`default` keeps PyTorch's own initialization; the others reset every weight
+    (normal or truncated normal with `std`, truncated at 2 std; Glorot's xavier uniform;
+    He's normal for ReLUs) and set every bias to `bias`."""
     if scheme == "default":
         return
     for module in model.modules():
@@ -72,9 +113,29 @@ def initialize(model: nn.Module, scheme: str, std: float) -> None:
                 nn.init.xavier_uniform_(module.weight)
             elif scheme == "normal":
                 nn.init.normal_(module.weight, mean=0.0, std=std)
+            elif scheme == "truncated_normal":
+                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+            elif scheme == "he":
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             else:
                 raise ValueError(f"unknown init {scheme!r}")
-            nn.init.zeros_(module.bias)
+            nn.init.constant_(module.bias, bias)
+
+
+def build_mlp(config: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """A fully connected net on the flattened input: `depth` hidden layers of `width`
+    units ("fc1", "act1", …), then the output layer ("fc<depth+1>")."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    features = math.prod(input_shape)
+    depth, width = int(config["depth"]), int(config["width"])
+    for i in range(1, depth + 1):
+        layers[f"fc{i}"] = nn.Linear(features, width)
+        layers[f"act{i}"] = make_activation(config)
+        features = width
+    layers[f"fc{depth + 1}"] = nn.Linear(features, num_classes)
+    model = nn.Sequential(layers)
+    initialize(model, str(config["init"]), float(config["init_std"]), float(config["bias_init"]))
+    return model
 
 
 def build_lenet5(config: Mapping, input_shape: Sequence[int], num_classes: int) -> nn.Module:
@@ -173,6 +234,17 @@ def batch_norm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm.
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
             taken = any(name == after for name, _ in found)
             found.append((path if taken else after, module))
+    return found
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Each convolution's and linear layer's weight in model order, named conv1…, fc1…"""
+    found, counts = [], {"conv": 0, "fc": 0}
+    for module in model.modules():
+        kind = layer_kind(module)
+        if kind:
+            counts[kind] += 1
+            found.append((f"{kind}{counts[kind]}", module.weight))
     return found
 
 

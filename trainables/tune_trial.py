@@ -11,7 +11,7 @@ from ray import tune
 
 from trainables import HYPERPARAMETER_PREFIX, PROPOSED_BY
 from trainables.data import DataBundle
-from trainables.loop import train
+from trainables.loop import run
 
 STATE_FILE = "state.pt"
 
@@ -70,7 +70,7 @@ def run_trial(
     init_from), in force for training and in the hp/ columns alike."""
     config = {**config, **(overrides or {})}
     device = "cuda" if gpu > 0 and torch.cuda.is_available() else "cpu"
-    train(
+    run(
         trainable_name,
         config,
         data,
