@@ -43,6 +43,8 @@ def metric_columns(columns: Any) -> list[str]:
     extras = [c for c in EXTRA_METRICS if c in present]
     norms = sorted(c for c in present if str(c).startswith(GRAD_NORM_PREFIX))
     return [c for c in METRIC_COLUMNS if c in present] + extras + norms
+
+
 # Trial statuses as the results and the report show them.
 TRIAL_STATUSES: tuple[str, ...] = ("finished", "early_stopped", "diverged", "errored", "running")
 FINISHED, EARLY_STOPPED, DIVERGED, ERRORED, RUNNING = TRIAL_STATUSES
