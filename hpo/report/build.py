@@ -21,6 +21,7 @@ from hpo import files
 from hpo.records import STUDY_FILE, StudyRecord, read_study_record
 from hpo.report import figures as fig
 from hpo.report import html as h
+from hpo.report import landscape as ls
 from hpo.report import many_seeds as ms
 from hpo.report import tables as tab
 from hpo.results import Results, load_results
@@ -43,6 +44,8 @@ SECTION_IDS = (
 )
 # Shown after "statistics" only where every strategy has at least ms.MANY_SEEDS seeds.
 MANY_SEEDS_SECTION = ("many-seeds", "Many seeds")
+# Shown after "hyperparameters" only for a two-parameter grid study (hpo.report.landscape).
+LANDSCAPE_SECTION = ("landscape", "Landscape")
 PBT = "pbt"  # the strategy whose trials change hyperparameters as they train
 CONV1_VIEWS = ("image", "filters_before", "filters_after", "feature_maps")  # conv1_figure's
 
@@ -101,6 +104,7 @@ class Report:
     pbt_schedule: pd.DataFrame  # PBT's best trial per seed: hyperparameters per epoch
     views: tuple[str, dict[str, Any]] | None = None  # the trainable's arrays of the best run
     many_seeds: ms.ManySeeds | None = None  # with at least ms.MANY_SEEDS paired seeds
+    landscape: ls.Landscape | None = None  # a two-parameter grid study's metric surfaces
 
     @property
     def metric(self) -> str:
@@ -153,6 +157,7 @@ class Report:
             **({"proposals.csv": self.proposals} if not self.proposals.empty else {}),
             **({"pbt_schedule.csv": self.pbt_schedule} if not self.pbt_schedule.empty else {}),
             **(self.many_seeds.csv_tables() if self.many_seeds is not None else {}),
+            **(self.landscape.csv_tables() if self.landscape is not None else {}),
         }
         return {name: frame.rename(columns=names) for name, frame in frames.items()}
 
@@ -205,6 +210,7 @@ def compute(results: Results) -> Report:
         pbt_schedule=tab.pbt_schedule(trials, metric, mode, PBT),
         views=load_views(results, runs),
         many_seeds=ms.many_seeds(runs, curves, results.study.budget.total_epochs, mode),
+        landscape=ls.landscape(trials, results.study),
     )
 
 
@@ -283,6 +289,7 @@ def draw(report: Report) -> dict[str, Any]:
             else {}
         ),
         **(_many_seeds_figures(report.many_seeds, colors) if report.many_seeds else {}),
+        **(ls.figures(report.landscape) if report.landscape else {}),
     }
 
 
@@ -772,6 +779,9 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
         f"Beside this page: {', '.join(files)}."
     )
     ordered = list(sections.values())
+    if report.landscape is not None:  # before many-seeds: it comes later than "statistics"
+        land = h.Section(*LANDSCAPE_SECTION, ls.section_parts(report.landscape, figure))
+        ordered.insert(SECTION_IDS.index("hyperparameters") + 1, land)
     if report.many_seeds is not None:
         many = h.Section(*MANY_SEEDS_SECTION, _many_seeds_parts(report, figure))
         ordered.insert(SECTION_IDS.index("statistics") + 1, many)
