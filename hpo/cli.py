@@ -193,6 +193,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from hpo.inspect import IMAGENET_PREFIX, inspect, load_subject, robustness
+    from trainables import WeightsError
+
+    try:
+        subject = load_subject(args.model_dir, args.image)
+    except WeightsError as error:  # ImageNet weights not in the torch hub cache: say where
+        raise StudyError(str(error)) from None
+    if args.out:
+        out = args.out
+    elif args.model_dir.startswith(IMAGENET_PREFIX):
+        out = f"inspect-{args.model_dir.removeprefix(IMAGENET_PREFIX)}"
+    else:
+        out = os.path.join(args.model_dir, "inspect")
+    written = inspect(subject, out)
+    summary = robustness(pd.read_csv(written / "predictions.csv", dtype={"name": str}))
+    print(
+        f"top-1 {summary['top1']} ({summary['probability']:.3f}), kept under "
+        f"{summary['kept']} of {summary['transformations']} transformations"
+        + (f" (changed by {', '.join(summary['flipped_by'])})" if summary["flipped_by"] else "")
+    )
+    print(f"written: {written / 'index.html'}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from hpo import bench
 
@@ -384,6 +411,24 @@ def _predict_arguments(command: argparse.ArgumentParser) -> None:
     _data_dir(command)
 
 
+def _inspect_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "model_dir",
+        help="a folder written by hpo retrain, or imagenet:alexnet / imagenet:resnet18 / "
+        "imagenet:resnet50 (weights from the torch hub cache)",
+    )
+    command.add_argument(
+        "--image",
+        help="index of a test image of the model's dataset (default 0); an image file for "
+        "imagenet:NAME",
+    )
+    command.add_argument(
+        "--out", help="output folder (default: MODEL_DIR/inspect, or ./inspect-NAME)"
+    )
+    _allow_custom(command)
+    _data_dir(command)
+
+
 def _bench_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "which", choices=("overhead", "memory", "feature-cache", "strategies", "ranking")
@@ -495,6 +540,11 @@ COMMANDS: dict[str, Command] = {
         cmd_predict,
         "measure a retrained model on its held-out test set",
         _predict_arguments,
+    ),
+    "inspect": (
+        cmd_inspect,
+        "first conv filters, feature maps and top-5 robustness of a model for one image",
+        _inspect_arguments,
     ),
 }
 
