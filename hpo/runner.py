@@ -345,25 +345,26 @@ def selected_state(
 
     analysis = res.load_analysis(path)
     trial = next(t for t in analysis.trials if t.trial_id == trial_id)
+    # The trial's own result rows say which checkpoint folder each result wrote. Tune's
+    # registry can lag them: it may save its final experiment state before registering
+    # the last result's checkpoint (seen: no checkpoint at all for a one-epoch trial, and
+    # the epoch-4 one picked for a trial whose best was its fifth and last).
+    directory = best_checkpoint_on_disk(
+        Path(trial.path), res.reported_rows(trial, analysis), metric, mode
+    )
+    if directory is not None:
+        return dict(trial.config), load_checkpoint_state(directory)
     log = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = log.level
-    log.setLevel(logging.CRITICAL)  # its "no checkpoints have been found": handled below
+    log.setLevel(logging.CRITICAL)  # its "no checkpoints have been found": None below
     try:
         checkpoint = analysis.get_best_checkpoint(trial, metric=metric, mode=mode)
     finally:
         log.setLevel(level)
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            return dict(trial.config), load_checkpoint_state(directory)
-    # Tune can save its final experiment state before registering the last result's
-    # checkpoint (seen with one trial of one epoch): the trial's own files still say
-    # which checkpoint folder each result wrote.
-    directory = best_checkpoint_on_disk(
-        Path(trial.path), res.reported_rows(trial, analysis), metric, mode
-    )
-    if directory is None:
+    if checkpoint is None:
         return None
-    return dict(trial.config), load_checkpoint_state(directory)
+    with checkpoint.as_directory() as folder:
+        return dict(trial.config), load_checkpoint_state(folder)
 
 
 def best_checkpoint_on_disk(

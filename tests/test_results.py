@@ -43,3 +43,35 @@ def test_best_row_skips_nan_and_failed_trials_and_breaks_ties_early():
     best = best_row(frame, "val_accuracy", "max")
     assert (best["trial_id"], best["cum_epochs"]) == ("a", 2)
     assert best_row(frame.assign(val_accuracy=float("nan")), "val_accuracy", "max") is None
+
+
+def test_selected_state_is_the_best_result_s_own_checkpoint_when_tune_lags(tmp_path, monkeypatch):
+    """Tune's registry may not have registered the last result's checkpoint (it offered
+    epoch 4 for a trial whose best, last, result was epoch 5): the trial's own result rows
+    name the folder each result wrote, and those decide."""
+    import types
+
+    import pandas as pd
+    import torch
+    from ray.tune import Checkpoint
+
+    from hpo import results as res
+    from hpo.runner import selected_state
+    from trainables.tune_trial import STATE_FILE
+
+    for epoch in (4, 5):
+        folder = tmp_path / f"checkpoint_00000{epoch - 1}"
+        folder.mkdir()
+        torch.save({"epoch": epoch}, folder / STATE_FILE)
+    trial = types.SimpleNamespace(trial_id="t1", config={"lr": 0.1}, path=str(tmp_path))
+    lagging = types.SimpleNamespace(
+        trials=[trial],
+        get_best_checkpoint=lambda *a, **k: Checkpoint(str(tmp_path / "checkpoint_000003")),
+    )
+    rows = pd.DataFrame(
+        {"val_loss": [0.9, 0.8], "checkpoint_dir_name": ["checkpoint_000003", "checkpoint_000004"]}
+    )
+    monkeypatch.setattr(res, "load_analysis", lambda path: lagging)
+    monkeypatch.setattr(res, "reported_rows", lambda trial, analysis: rows)
+    config, state = selected_state(tmp_path, "t1", "val_loss", "min")
+    assert config == {"lr": 0.1} and state["epoch"] == 5
