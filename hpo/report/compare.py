@@ -6,9 +6,10 @@ page puts them side by side: per factor a table of its variants (runs, validatio
 test metrics, the hyperparameters the best run selected), paired tests over blocks of
 (strategy, seed, levels of the other factors), a one-sentence verdict and the selected
 trials' curves on shared axes. Sections that only some studies have (a learning-rate
-range test, batch-norm parameters, per-iteration losses, a sweep over batch sizes)
-appear where the data holds them. `compare_tables` computes (pure), `compare_figures`
-draws, this module finds the sections the data calls for and writes the page.
+range test, batch-norm parameters, per-iteration losses, a sweep over batch sizes, the
+gradient-pathology sections of `pathology`) appear where the data holds them.
+`compare_tables` computes (pure), `compare_figures` draws, this module finds the sections
+the data calls for and writes the page.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hpo.lr_range import (
 )
 from hpo.report import figures as fig
 from hpo.report import html as h
+from hpo.report import pathology as pt
 from hpo.report.build import REPORT_DIR, build_report
 from hpo.report.compare_figures import (
     batch_size_figure,
@@ -65,6 +67,8 @@ class Sections:
     lr_lines: dict[str, tuple[str, pd.DataFrame]] = field(default_factory=dict)
     batch_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)
     reference_gaps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # gradient norms and distributions, boundaries, collapse, iterations to fit, regression
+    pathology: pt.Pathology = field(default_factory=pt.Pathology)
 
 
 def special_sections(cmp: CompareResults) -> Sections:
@@ -92,6 +96,7 @@ def special_sections(cmp: CompareResults) -> Sections:
         only_tests = set(tests["variant"]) - set(cmp.trials.drop(tests.index)["variant"])
         exclude = [*found.batch_sizes["variant"].unique(), *only_tests]
         found.reference_gaps = reference_gaps(cmp.curves, exclude)
+    found.pathology = pt.find_pathology(cmp)
     return found
 
 
@@ -145,6 +150,7 @@ def _csv_tables(
         frames["lr_bounds.csv"] = found.range_bounds
     if not found.batch_sizes.empty:
         frames["batch_size.csv"] = found.batch_sizes
+    frames.update(pt.csv_tables(found.pathology))
     return {name: frame.rename(columns=names) for name, frame in frames.items()}
 
 
@@ -175,6 +181,7 @@ def _figures(cmp: CompareResults, found: Sections) -> dict[str, Figure]:
         figures[f"batch_size_{names[label]}.png"] = batch_size_figure(
             table, found.reference_gaps, label
         )
+    figures.update(pt.figures(found.pathology))
     return figures
 
 
@@ -556,7 +563,7 @@ def _special_parts(
             ],
         )
         sections.append(section)
-    return sections
+    return sections + pt.sections(found.pathology, pngs)
 
 
 def _add_images(section: Any, pngs: dict[str, bytes], images: list[tuple[str, str, str]]) -> None:
