@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STUDY ?= studies/digits_cnn.yaml
 
-.PHONY: demo transfer-demo replay-demo coursework test lint clean
+.PHONY: demo transfer-demo replay-demo coursework pathologies test lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,9 @@ demo: $(VENV)/.installed
 # Offline transfer learning: ResNet-18 pretrained from scratch on digits 0-4 (a study,
 # its best config exported and retrained), then fine-tuned on digits 5-9 by three
 # strategies; last, the best fine-tuning config retrained from the source weights and
-# from scratch at equal epochs (8, no early stopping). Under 20 minutes on 2 CPU cores.
+# from scratch at equal epochs (8, no early stopping), and what the fine-tuned model looks
+# at (hpo inspect: filters, feature maps, top-5 under perturbations). Under 20 minutes on
+# 2 CPU cores.
 SOURCE := results/digits04_resnet_source
 TRANSFER := results/digits59_resnet_transfer
 transfer-demo: $(VENV)/.installed
@@ -35,6 +37,7 @@ transfer-demo: $(VENV)/.installed
 		--set patience=0
 	$(BIN)/hpo retrain $(TRANSFER)/best.yaml --epochs 8 --seeds 0,1,2 --out $(TRANSFER)/scratch \
 		--set patience=0 --set weights=none --set freeze=all
+	$(BIN)/hpo inspect $(TRANSFER)/finetuned
 
 # Strategies over 50 seeds in minutes: record the default study's learning curves once
 # (200 configs × its 3 seeds, 8-14 minutes on 2 CPU cores), replay its eight strategies
@@ -48,6 +51,13 @@ replay-demo: $(VENV)/.installed
 COURSEWORK := optimizers regularization lenet5_normalization lr_range logistic_lr
 coursework: $(VENV)/.installed
 	for study in $(COURSEWORK); do $(BIN)/hpo run studies/$$study.yaml || exit 1; done
+
+# The gradient-pathology studies (vanishing gradients, dying ReLU, toy convergence, one
+# neuron's landscape), each with its report (docs/benchmarks.md has their timings).
+PATHOLOGIES := vanishing_gradients vanishing_gradients_init dying_relu toy_convergence \
+	toy_lines toy_detection neuron_landscape
+pathologies: $(VENV)/.installed
+	for study in $(PATHOLOGIES); do $(BIN)/hpo run studies/$$study.yaml || exit 1; done
 
 # The report's browser test drives Debian's chromium: install it where apt-get can.
 test: $(VENV)/.installed
