@@ -374,7 +374,7 @@ class Study(_Strict):
             section = (
                 "dataset"
                 if where == "dataset.name"
-                else ("fixed" if where in self.fixed else "space")
+                else ("space" if where in self.space else "fixed")  # a default: fix it
             )
             raise _FieldError(where if section == "dataset" else f"{section}.{where}", what)
         if self.metric.name not in info.metrics:

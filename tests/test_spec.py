@@ -180,3 +180,70 @@ def test_default_strategies_are_those_the_study_can_run(write_study, study_dict)
     study_dict["space"] = {"optimizer": {"choice": ["momentum", "adam"]}}
     study = load_study(write_study(study_dict))
     assert study.strategies == [s for s in STRATEGIES if s not in ("bohb", "pbt")]
+
+
+PATHOLOGY_ERRORS = [
+    (
+        "mlp",
+        {"name": "fn_abs"},
+        {},
+        r"fixed\.loss: fn_abs is a regression dataset: set loss: squared_error",
+    ),
+    ("mlp", {"name": "fn_abs"}, {"loss": "squared_error"}, None),
+    (
+        "neuron",
+        {"name": "neuron_point"},
+        {},
+        r"dataset\.val_fraction: neuron_point cannot be split",
+    ),
+    ("neuron", {"name": "neuron_point", "val_fraction": 0, "test_fraction": 0}, {}, None),
+    (
+        "cnn",
+        {"name": "digits"},
+        {"regression_head": True},
+        r"fixed\.regression_head: digits has no regression targets",
+    ),
+    (
+        "neuron",
+        {"name": "digits"},
+        {},
+        r"dataset\.name: digits gives C×H×W images; trainable 'neuron' takes feature vectors",
+    ),
+    (
+        "neuron",
+        {"name": "moons"},
+        {},
+        r"dataset\.name: moons is a classification dataset; neuron takes regression",
+    ),
+    (
+        "mlp",
+        {"name": "moons", "val_fraction": 0.2, "test_fraction": 0},
+        {},
+        r"both above 0, or both 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("trainable", "dataset", "fixed", "error"), PATHOLOGY_ERRORS)
+def test_a_trainable_and_dataset_that_cannot_train_together_fail_in_one_line(
+    tmp_path, trainable, dataset, fixed, error
+):
+    path = tmp_path / "study.yaml"
+    study = {
+        "name": "s",
+        "trainable": trainable,
+        "dataset": dataset,
+        "fixed": fixed,
+        "space": {},
+        "budget": {"max_epochs": 1, "total_epochs": 1},
+        "strategies": ["grid"],
+    }
+    import yaml
+
+    path.write_text(yaml.safe_dump(study))
+    if error is None:
+        load_study(path)
+        return
+    with pytest.raises(StudyError, match=error) as raised:
+        load_study(path)
+    assert "\n" not in str(raised.value)
