@@ -97,3 +97,17 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_study_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """The one real `hpo run` of TINY_STUDY (every registered strategy, one seed) that
+    test_end_to_end and test_report_e2e both read: (study file, results folder, the
+    finished command). Tests may read it, re-run it (nothing to do) or rebuild its report,
+    and must leave it as they found it."""
+    root = tmp_path_factory.mktemp("tiny-study")
+    study_file = root / "tiny.yaml"
+    study_file.write_text(yaml.safe_dump(TINY_STUDY))
+    done = run_hpo("run", str(study_file), "--results", str(root / "results"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return study_file, root / "results" / "tiny", done

@@ -20,22 +20,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, study_module):
-    root = tmp_path_factory.mktemp("e2e")
-    study_file = root / "tiny.yaml"
-    study_file.write_text(study_module)
-    done = hpo("run", str(study_file), "--results", str(root / "results"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return study_file, root / "results" / "tiny", done
-
-
-@pytest.fixture(scope="module")
-def study_module():
-    import yaml
-
-    from tests.conftest import TINY_STUDY
-
-    return yaml.safe_dump(TINY_STUDY)
+def finished(tiny_study_run):
+    """`hpo run` of TINY_STUDY: the session's one real run, shared with test_report_e2e."""
+    return tiny_study_run
 
 
 def test_layout_is_one_ray_tune_experiment_per_run(finished):
@@ -128,10 +115,13 @@ def test_second_run_changes_nothing(finished):
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_same_seed_samples_the_same_configs(finished, tmp_path):
+def test_same_seed_samples_the_same_configs(finished, ray_session, tmp_path):
+    """Another run of the random strategy, in another process (this one) and another Ray
+    instance than `hpo run`'s, samples the same configurations in the same order."""
+    from hpo.runner import StudyRunner
+
     study_file, study_dir, _ = finished
-    done = hpo("run", str(study_file), "--strategies", "random", "--results", str(tmp_path))
-    assert done.returncode == 0, done.stderr[-2000:]
+    StudyRunner(study_file, tmp_path, strategies=["random"], echo=lambda _: None).run()
 
     def configs(folder: Path) -> list:
         trials = pd.read_csv(folder / "trials.csv")
@@ -150,7 +140,10 @@ def test_ctrl_c_saves_state_and_the_next_run_resumes(tmp_path):
     from tests.conftest import TINY_STUDY
 
     study = {**TINY_STUDY, "strategies": ["random"], "name": "interrupted"}
-    study["budget"] = {"max_epochs": 5, "total_epochs": 200}
+    # 8 trials: the run is still going when the first epoch is in (Ctrl-C then), and most
+    # of the budget is left for the resumed run.
+    budget = 40
+    study["budget"] = {"max_epochs": 5, "total_epochs": budget}
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump(study))
     results = tmp_path / "results"
@@ -172,7 +165,7 @@ def test_ctrl_c_saves_state_and_the_next_run_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming" in done.stdout
     trials = pd.read_csv(results / "interrupted" / "trials.csv")
-    assert len(trials) == 200 and trials["cum_epochs"].max() == 200  # the full budget, once
+    assert len(trials) == budget and trials["cum_epochs"].max() == budget  # all of it, once
     assert not trials.duplicated(["trial_id", "epoch"]).any()
     assert json.loads((run / "hpo_run.json").read_text())["status"] == "finished"
 

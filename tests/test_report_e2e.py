@@ -12,29 +12,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
 from hpo.records import read_study_record
 from hpo.report.build import SECTION_IDS
 from hpo.strategies import STRATEGIES
 from tests import browser
-from tests.conftest import TINY_STUDY
 from tests.conftest import run_hpo as hpo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory) -> Path:
-    """The one real run of these tests: the tiny study, every registered strategy, then its
-    report."""
-    root = tmp_path_factory.mktemp("report-e2e")
-    study_file = root / "tiny.yaml"
-    study_file.write_text(yaml.safe_dump(TINY_STUDY))
-    done = hpo("run", str(study_file), "--results", str(root / "results"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    study_dir = root / "results" / "tiny"
+def reported(tiny_study_run) -> Path:
+    """The one real run of these tests: the tiny study, every registered strategy (the
+    session's `hpo run`, shared with test_end_to_end), then `hpo report` of it."""
+    _, study_dir, _ = tiny_study_run
     done = hpo("report", str(study_dir))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == str(study_dir / "report" / "index.html")
