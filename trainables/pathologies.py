@@ -187,9 +187,10 @@ def batch_orders(seeds: Sequence[int], epoch: int, samples: int) -> torch.Tensor
 
 
 def collapsed(outputs: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Which runs compute a constant function: the std of their outputs over the inputs
-    (runs×samples×out) is below `threshold` for every output."""
-    return (outputs.std(dim=1) < threshold).all(dim=1)
+    """Which runs compute a constant function: the population std of their outputs over
+    the inputs (runs×samples×out) is below `threshold` for every output (one input:
+    always; any function is constant on one point)."""
+    return (outputs.std(dim=1, correction=0) < threshold).all(dim=1)
 
 
 def wilson_interval(successes: int, trials: int, level: float = CONFIDENCE) -> tuple[float, float]:
@@ -395,4 +396,6 @@ def batched_views(
     model.load_state_dict(state["model"])
     model.eval()
     outputs = model(data.val.x.expand(model.runs, *data.val.x.shape))
-    return {"runs/output_std": outputs.std(dim=1).amax(dim=1).numpy().astype(np.float64)}
+    return {
+        "runs/output_std": outputs.std(dim=1, correction=0).amax(dim=1).numpy().astype(np.float64)
+    }
