@@ -462,3 +462,33 @@ def _mean_std(values: Sequence[float | None], digits: int = 4) -> str:
         return "n/a"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def batched(
+    runs: int = 100, singles: int = 10, epochs: int = 2, echo: Callable[[str], None] = print
+) -> dict[str, float]:
+    """The dying-ReLU net (10×2, Adam, batch 64, 3,000 points of |x|, one thread): `runs`
+    runs as one batched trial (trainables.pathologies) against `singles` of the same runs
+    trained one at a time by the one loop (the mlp trainable); time per run."""
+    import torch
+
+    from trainables.data import load_dataset
+    from trainables.loop import full_config, run
+    from trainables.pathologies import mlp_config, run_seeds
+
+    torch.set_num_threads(1)
+    data = load_dataset("fn_abs", 0.2, 0.2, 0, scale="unit")
+    config = {"runs": runs, "depth": 10, "width": 2, "batch_size": 64, "lr": 1e-3}
+    began = time.perf_counter()
+    run("batched_mlp", config, data, _ListReporter(), max_epochs=epochs, threads=1)
+    per_batched = (time.perf_counter() - began) / runs
+    alone = mlp_config(full_config("batched_mlp", config))
+    began = time.perf_counter()
+    for seed in run_seeds(0, runs)[:singles]:
+        run("mlp", {**alone, "seed": seed}, data, _ListReporter(), max_epochs=epochs, threads=1)
+    per_single = (time.perf_counter() - began) / singles
+    echo(f"\n10x2 nets on |x| ({len(data.train)} points, {epochs} epochs, 1 thread), per run:")
+    echo(f"batched ({runs} runs in one trial) {per_batched * 1000:8.1f} ms")
+    echo(f"one at a time ({singles} runs)      {per_single * 1000:8.1f} ms")
+    echo(f"speed-up {per_single / per_batched:.1f}x (no Ray actor start-up in either)")
+    return {"batched_s": per_batched, "single_s": per_single, "speedup": per_single / per_batched}

@@ -227,6 +227,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.overhead(trials=args.trials, epochs=args.epochs, scaling=args.scaling)
     elif args.which == "feature-cache":
         bench.feature_cache(epochs=args.epochs)
+    elif args.which == "batched":
+        bench.batched()
     elif args.which == "strategies":
         bench.strategies(args.results_dir, args.target)
     elif args.which == "ranking":
@@ -431,7 +433,8 @@ def _inspect_arguments(command: argparse.ArgumentParser) -> None:
 
 def _bench_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "which", choices=("overhead", "memory", "feature-cache", "strategies", "ranking")
+        "which",
+        choices=("overhead", "memory", "feature-cache", "batched", "strategies", "ranking"),
     )
     command.add_argument("--trials", type=int, default=16, help="overhead: trials of the job")
     command.add_argument(
