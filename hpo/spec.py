@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -61,6 +62,40 @@ class LogRange(Range):
         return self
 
 
+def on_grid(value: float, q: float) -> bool:
+    """Whether `value` is a multiple of q, within float tolerance (0.3 / 0.1 is not 3.0)."""
+    steps = value / q
+    return abs(steps - round(steps)) <= 1e-9 * max(1.0, abs(steps))
+
+
+class QRange(Range):
+    """Multiples of q in [low, high], as `ray.tune.quniform`. low and high must be multiples
+    of q themselves: Ray Tune rounds values to multiples of q, Optuna steps by q from low,
+    and only then are the two grids the same."""
+
+    q: float
+
+    @model_validator(mode="after")
+    def _on_grid(self) -> QRange:
+        if not self.q > 0:
+            raise ValueError(f"q must be > 0 (got {self.q})")
+        for name in ("low", "high"):
+            if not on_grid(getattr(self, name), self.q):
+                raise ValueError(
+                    f"low and high must be multiples of q (got {name}={getattr(self, name)}, "
+                    f"q={self.q}): Ray Tune rounds to multiples of q, Optuna steps by q from low"
+                )
+        return self
+
+
+class QLogRange(QRange):
+    @model_validator(mode="after")
+    def _positive(self) -> QLogRange:
+        if self.low <= 0:
+            raise ValueError(f"low must be > 0 (got {self.low})")
+        return self
+
+
 class IntRange(_Strict):
     """Integers low <= x < high, as `ray.tune.randint`."""
 
@@ -74,23 +109,54 @@ class IntRange(_Strict):
         return self
 
 
+class LogIntRange(IntRange):
+    """Integers low <= x < high on a log scale, as `ray.tune.lograndint`."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> LogIntRange:
+        if self.low <= 0:
+            raise ValueError(f"low must be > 0 (got {self.low})")
+        return self
+
+
+# A parameter's domain: exactly one of these fields.
+KINDS = ("uniform", "loguniform", "randint", "lograndint", "quniform", "qloguniform", "choice")
+
+
 class Param(_Strict):
-    """One searched hyperparameter: exactly one domain, optionally explicit grid values."""
+    """One searched hyperparameter: exactly one domain, optionally explicit grid values, and
+    optionally a condition (`when: {parent: value}` or `{parent: [values]}`): the parameter
+    exists only in trials where every parent choice takes one of the values."""
 
     uniform: Range | None = None
     loguniform: LogRange | None = None
     randint: IntRange | None = None
+    lograndint: LogIntRange | None = None
+    quniform: QRange | None = None
+    qloguniform: QLogRange | None = None
     choice: list[Any] | None = Field(default=None, min_length=1)
     grid: list[Any] | None = Field(default=None, min_length=1)
+    when: dict[str, list[Any]] | None = None
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _value_lists(cls, when: Any) -> Any:
+        """`{parent: value}` → `{parent: [value]}`; a list already names several values."""
+        if not isinstance(when, dict):
+            return when
+        if not when:
+            raise ValueError("expected {parent: value} or {parent: [values]}")
+        for parent, values in when.items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"{parent}: expected at least one value")
+        return {p: v if isinstance(v, list) else [v] for p, v in when.items()}
 
     @model_validator(mode="after")
     def _one_domain(self) -> Param:
-        given = [
-            name for name in ("uniform", "loguniform", "randint", "choice") if self.domain(name)
-        ]
+        given = [name for name in KINDS if self.domain(name)]
         if len(given) != 1:
             raise ValueError(
-                "expected exactly one of uniform, loguniform, randint, choice"
+                f"expected exactly one of {', '.join(KINDS)}"
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.grid is not None:
@@ -104,16 +170,24 @@ class Param(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(n for n in ("uniform", "loguniform", "randint", "choice") if self.domain(n))
+        return next(n for n in KINDS if self.domain(n))
+
+    @property
+    def bounds(self) -> Range | IntRange | None:
+        """The numeric range of the domain (None for a choice)."""
+        return None if self.choice is not None else self.domain(self.kind)
 
     def contains(self, value: Any) -> bool:
         if self.choice is not None:
             return value in self.choice
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if self.randint is not None:
-            return float(value).is_integer() and self.randint.low <= value < self.randint.high
-        bounds = self.uniform or self.loguniform
+        bounds = self.bounds
+        if isinstance(bounds, IntRange):
+            return float(value).is_integer() and bounds.low <= value < bounds.high
+        if isinstance(bounds, QRange):  # k·q may print as 0.30000000000000004
+            slack = 1e-9 * bounds.q
+            return on_grid(value, bounds.q) and bounds.low - slack <= value <= bounds.high + slack
         return bounds.low <= value <= bounds.high
 
 
@@ -231,7 +305,8 @@ class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     trainable: str
-    dataset: DatasetSpec
+    # None: `trainable` is a user's Ray Tune function trainable, which loads its own data
+    dataset: DatasetSpec | None = None
     fixed: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Param]
     metric: MetricSpec = MetricSpec()
@@ -246,6 +321,7 @@ class Study(_Strict):
     # Compared factors: every combination of their levels is tuned separately by every
     # strategy and seed on the same budget (hpo.compare), e.g. {optimizer: [sgd, adam]}.
     compare: dict[str, list[Level]] = Field(default_factory=dict)
+    _function: Any = PrivateAttr(default=None)  # see trainable_function
 
     @field_validator("trainable")
     @classmethod
@@ -257,8 +333,9 @@ class Study(_Strict):
                 f"unknown trainable {name!r}; expected one of {sorted(TRAINABLES)} or, with "
                 "--allow-custom, a model builder as package.module:function"
             )
-        try:  # saved results (trusted) name it without running it
-            trainable_info(name, trusted=bool((info.context or {}).get("trusted")))
+        trusted = _trusted(info)
+        try:  # saved results (trusted) name it without running it; the Python API was given it
+            trainable_info(name, trusted=trusted or bool((info.context or {}).get("function")))
         except CustomTrainableError as error:
             raise ValueError(str(error)) from None
         return name
@@ -337,8 +414,34 @@ class Study(_Strict):
             raise ValueError("seeds must be distinct non-negative integers")
         return seeds
 
+    @property
+    def runs_function(self) -> bool:
+        """Whether the trainable is a user's Ray Tune function (no dataset section)."""
+        return self.dataset is None
+
+    @model_validator(mode="after")
+    def _kind_of_trainable(self, info: ValidationInfo) -> Study:
+        """No dataset: a user's function trainable, which takes only its config; the
+        registered trainables and model builders train on the study's dataset."""
+        if self.dataset is not None:
+            return self
+        if not is_custom(self.trainable):
+            raise _FieldError(
+                "dataset",
+                f"required for trainable {self.trainable!r} (only a Ray Tune function "
+                "trainable, package.module:function with --allow-custom, loads its own data)",
+            )
+        if _trusted(info):
+            return self  # saved results: never import the user's code to read them
+        problem = function_problem(self.trainable, info.context.get("function"))
+        if problem:
+            raise _FieldError("trainable", problem)
+        return self
+
     @model_validator(mode="after")
     def _fits_trainable(self) -> Study:
+        if self.runs_function:
+            return self  # any hyperparameter names, any metric it reports
         info = trainable_info(self.trainable, trusted=True)  # the validator above gated it
         for section, names in (("fixed", self.fixed), ("space", self.space)):
             for name in names:
@@ -385,6 +488,59 @@ class Study(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _conditions_valid(self) -> Study:
+        """Each `when:` names another searched choice parameter and some of its choices,
+        and conditions form no cycle (a compared study's variants are checked each)."""
+        if self.compare:
+            return self
+        choices = [n for n, p in self.space.items() if p.choice is not None]
+        for name, param in self.space.items():
+            for parent, values in (param.when or {}).items():
+                where = f"space.{name}.when.{parent}"
+                other = self.space.get(parent)
+                if parent == name or other is None or other.choice is None:
+                    expected = [n for n in choices if n != name]
+                    raise _FieldError(
+                        where, f"not a searched choice parameter; expected one of {expected}"
+                    )
+                bad = [v for v in values if v not in other.choice]
+                if bad:
+                    raise _FieldError(
+                        where, f"{bad[0]!r} is not one of its choices {list(other.choice)}"
+                    )
+        cycle = _condition_cycle(self.space)
+        if cycle:
+            raise _FieldError(
+                f"space.{cycle[0]}.when.{cycle[1]}",
+                f"conditions form a cycle ({' → '.join(cycle)})",
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], trainable: Any = None) -> Study:
+        """A study from plain data (the Python API); `trainable`: your Ray Tune function
+        `train(config)`, passed as the callable (then the data need not name it), which
+        `hpo.run` then runs."""
+        study = parse_study(_named(data, trainable), "study", function=trainable)
+        study._function = trainable
+        return study
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, trainable: Any = None) -> Study:
+        """A study file, as `hpo run` reads it; `trainable` as in `from_dict`."""
+        if trainable is None:
+            return load_study(path)
+        study = parse_study(_named(_read_yaml(Path(path)), trainable), str(path), trainable)
+        study._function = trainable
+        return study
+
+    @property
+    def trainable_function(self) -> Any:
+        """The callable the Python API was given for `trainable` (None: the name is
+        imported where trials run)."""
+        return self._function
+
     def _values(self) -> dict[str, Any]:
         """Each hyperparameter's fixed value, or the values its search may give."""
         values: dict[str, Any] = dict(self.fixed)
@@ -405,7 +561,8 @@ class Study(_Strict):
             names.remove("bohb")
         space = data.get("space")
         if isinstance(space, dict) and not any(
-            isinstance(p, dict) and ("uniform" in p or "loguniform" in p) for p in space.values()
+            isinstance(p, dict) and ("uniform" in p or "loguniform" in p) and not p.get("when")
+            for p in space.values()
         ):
             names.remove("pbt")
         return {**data, "strategies": names}
@@ -420,7 +577,7 @@ class Study(_Strict):
             raise _FieldError(
                 "strategies",
                 "pbt perturbs continuous hyperparameters, and the space has none "
-                "(expected a uniform or loguniform entry in space)",
+                "(expected a uniform or loguniform entry in space without `when`)",
             )
         if "bohb" in self.strategies and self.budget.min_epochs >= self.budget.max_epochs:
             raise _FieldError(
@@ -472,6 +629,35 @@ def variant_study(study: Study, combination: Combination, context: Any = None) -
     return Study.model_validate(data, context=context)
 
 
+def _trusted(info: ValidationInfo) -> bool:
+    """Validation that runs nothing: of saved results (`trusted`), or without a context,
+    i.e. pydantic re-validating a Study already validated (e.g. inside a StudyRecord).
+    Every entry point that reads a study to run it passes a context (parse_study)."""
+    return info.context is None or bool(info.context.get("trusted"))
+
+
+def function_problem(reference: str, function: Any = None) -> str | None:
+    """Why `reference` (or the callable the Python API was given for it) cannot run as a
+    Ray Tune function trainable, or None; imports the user's module (opted in)."""
+    import importlib
+
+    from trainables.user_function import signature_problem
+
+    if function is None:
+        module_name, _, attr = reference.partition(":")
+        try:
+            function = getattr(importlib.import_module(module_name), attr)
+        except ImportError as error:
+            return (
+                f"cannot import {module_name} ({type(error).__name__}: {error}); run hpo in "
+                "the folder that holds it, or install it"
+            )
+        except AttributeError:
+            return f"module {module_name} has no {attr!r}"
+    problem = signature_problem(function)
+    return f"{reference} {problem}" if problem else None
+
+
 def _levels(levels: Any) -> Any:
     if isinstance(levels, dict):
         return [{"value": name, **(spec or {})} for name, spec in levels.items()]
@@ -481,7 +667,35 @@ def _levels(levels: Any) -> Any:
 
 
 def _continuous(space: dict[str, Param]) -> bool:
-    return any(p.uniform is not None or p.loguniform is not None for p in space.values())
+    """Whether PBT has something to perturb: a uniform or loguniform parameter that every
+    trial has (quantized, integer and conditional ones are never perturbed)."""
+    return any(
+        (p.uniform is not None or p.loguniform is not None) and not p.when for p in space.values()
+    )
+
+
+def _condition_cycle(space: dict[str, Param]) -> list[str]:
+    """A cycle of `when:` parents as names [a, b, ..., a], or [] if there is none."""
+    state: dict[str, str] = {}  # name → "open" while on the path, "done" after
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        if state.get(name) == "open":
+            return [*path[path.index(name) :], name]
+        if state.get(name) == "done" or name not in space:
+            return []
+        state[name] = "open"
+        for parent in space[name].when or {}:
+            cycle = visit(parent, [*path, name])
+            if cycle:
+                return cycle
+        state[name] = "done"
+        return []
+
+    for name in space:
+        cycle = visit(name, [])
+        if cycle:
+            return cycle
+    return []
 
 
 def _check_options(name: str, options: Any, strategies: list[str]) -> None:
@@ -530,21 +744,36 @@ def _format(error: ValidationError) -> str:
     return f"{field}: {message}"
 
 
-def parse_study(data: Any, source: str = "study", trusted: bool = False) -> Study:
+def parse_study(
+    data: Any, source: str = "study", trusted: bool = False, function: Any = None
+) -> Study:
     """Validate study fields; `trusted` (a study.json that already ran) accepts a custom
-    trainable without --allow-custom, since reading results runs none of its code."""
+    trainable without --allow-custom, since reading results runs none of its code;
+    `function`: the callable the Python API was given for the study's `trainable` (its
+    caller's consent to run it, and what is checked instead of importing the name)."""
     if not isinstance(data, dict):
         raise StudyError(f"{source}: expected a mapping of study fields at the top level")
     try:
-        return Study.model_validate(data, context={"trusted": trusted})
+        return Study.model_validate(data, context={"trusted": trusted, "function": function})
     except ValidationError as error:
         raise StudyError(f"{source}: {_format(error)}") from None
+
+
+def _named(data: Any, function: Any) -> Any:
+    """Study data whose `trainable` names the callable the Python API was given."""
+    if function is None or not isinstance(data, dict) or data.get("trainable"):
+        return data
+    return {**data, "trainable": f"{function.__module__}:{function.__name__}"}
 
 
 def load_study(path: str | Path, trusted: bool = False) -> Study:
     """Read and validate a study file; raise StudyError with one line on any problem.
     `trusted`: only read, never run (see parse_study)."""
     path = Path(path)
+    return parse_study(_read_yaml(path), str(path), trusted)
+
+
+def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -558,7 +787,7 @@ def load_study(path: str | Path, trusted: bool = False) -> Study:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "syntax error"
         raise StudyError(f"{path}: invalid YAML{where}: {problem}") from None
-    return parse_study(data, str(path), trusted)
+    return data
 
 
 def without_compare(study: Study, path: str | Path, command: str) -> Study:
@@ -575,6 +804,14 @@ def without_compare(study: Study, path: str | Path, command: str) -> Study:
 def study_hash(path: str | Path) -> str:
     """sha256 of the study file's bytes: provenance for results and exports."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def study_digest(study: Study) -> str:
+    """sha256 of a study's resolved fields: the provenance of a study built in Python."""
+    import json
+
+    text = json.dumps(resolved(study), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def resolved(study: Study) -> dict[str, Any]:

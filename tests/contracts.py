@@ -268,7 +268,9 @@ def check_strategy_plan(name: str, study: Study, seed: int = 0) -> None:
         )
     tuner = strategy.tuner(study, seed)
     require(tuner.plan == plan, name, "Ray Tune is given another plan than hpo validate shows")
-    missing = [p for p in (*study.space, *study.fixed) if p not in tuner.param_space]
+    # A conditional parameter is not in param_space: the searcher adds it where active.
+    every_trial = [name for name, param in study.space.items() if not param.when]
+    missing = [p for p in (*every_trial, *study.fixed) if p not in tuner.param_space]
     require(not missing, name, f"param_space lacks {missing}")
     changed = [k for k, v in study.fixed.items() if tuner.param_space[k] != v]
     require(not changed, name, f"fixed values changed in param_space: {changed}")
@@ -318,7 +320,7 @@ def run_strategy(name: str, study: Study, seed: int, path: Path) -> list[tuple]:
     for trial in analysis.trials:
         rows = reported_rows(trial, analysis)
         require(rows is not None and not rows.empty, name, f"trial {trial} never reported")
-        config = tuple(sorted((k, trial.config[k]) for k in study.space))
+        config = tuple(sorted((k, trial.config.get(k)) for k in study.space))
         for row in rows.itertuples():
             happened.append(
                 (row.report_time, config, row.epoch, row.val_accuracy, row.segment_start)

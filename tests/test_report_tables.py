@@ -425,3 +425,58 @@ def test_choice_effects_group_trials_at_the_fidelity_and_count_every_started_tri
     assert (last["trials"], last["trials_started"]) == (0, 1) and math.isnan(last["best"])
     low = tab.choice_effects(at_fidelity, space, "min").set_index("value")
     assert low.loc["head", "best"] == 0.7 and "trials_started" not in low
+
+
+def test_importance_ranks_the_parameters_every_trial_has_when_one_is_conditional(tmp_path):
+    """momentum is an empty trials.csv cell wherever the optimizer is not momentum: those
+    trials still count, over the other parameters; momentum is named as left out."""
+    rng = np.random.default_rng(1)
+    n = 90
+    optimizer = rng.choice(["sgd", "momentum", "adam"], n)
+    lr = np.exp(rng.uniform(np.log(1e-4), np.log(1e-1), n))
+    frame = pd.DataFrame(
+        {
+            "trial_id": [str(i) for i in range(n)],
+            "config/lr": lr,
+            "config/optimizer": optimizer,
+            "config/momentum": np.where(optimizer == "momentum", rng.uniform(0.5, 0.99, n), NAN),
+            "config/dropout": rng.integers(0, 6, n) / 10,  # quniform's grid, as CSV reads it
+            "config/units": np.floor(np.exp(rng.uniform(np.log(8), np.log(129), n))),
+            tab.AT_FIDELITY: 1 - (np.log10(lr) + 2.5) ** 2 / 10 + rng.normal(0, 0.001, n),
+        }
+    )
+    frame.to_csv(tmp_path / "trials.csv", index=False)
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert table["config/momentum"].isna().sum() == (optimizer != "momentum").sum() > 0
+    space = {
+        "lr": {"loguniform": {"low": 1e-4, "high": 1e-1}},
+        "optimizer": {"choice": ["sgd", "momentum", "adam"]},
+        "momentum": {"uniform": {"low": 0.5, "high": 0.99}, "when": {"optimizer": "momentum"}},
+        "dropout": {"quniform": {"low": 0.0, "high": 0.5, "q": 0.1}},
+        "units": {"lograndint": {"low": 8, "high": 129}},
+    }
+    result, note = tab.importance(table, space, "max")
+    assert set(result["param"]) == {"lr", "optimizer", "dropout", "units"}
+    assert result["param"].iloc[0] == "lr"
+    assert note.startswith(f"{n} trials used;")
+    assert "conditional parameters absent from some trials left out: momentum" in note
+    # momentum trials alone have it: then it is ranked too
+    only = table[table["config/optimizer"] == "momentum"]
+    result, note = tab.importance(only, space, "max")
+    assert "momentum" in set(result["param"]) and "left out" not in note
+
+
+def test_new_kinds_are_placed_on_their_axes():
+    units = {"lograndint": {"low": 1, "high": 101}}  # high exclusive, log scale
+    assert tab.normalized_position(pd.Series([1, 100]), units).tolist() == [0.0, 1.0]
+    assert tab.normalized_position(pd.Series([10]), units).iloc[0] == pytest.approx(0.5)
+    dropout = {"quniform": {"low": 0.0, "high": 0.5, "q": 0.1}}
+    assert tab.normalized_position(pd.Series([0.1, NAN]), dropout).iloc[0] == pytest.approx(0.2)
+    assert tab.normalized_position(pd.Series([0.1, NAN]), dropout).isna().iloc[1]  # absent
+
+
+def test_a_selected_config_never_holds_an_inactive_parameter():
+    from hpo.results import best_config
+
+    row = pd.Series({"trial_id": "a", "config/optimizer": "adam", "config/momentum": NAN})
+    assert best_config(row) == {"optimizer": "adam"}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo.spec import StudyError, load_study, resolved
+from hpo.spec import StudyError, load_study, parse_study, resolved
 from hpo.strategies import STRATEGIES
 
 
@@ -60,8 +60,8 @@ BAD_FIELDS = [
     (
         "space.lr",
         {"uniform": {"low": 0.1, "high": 1}, "choice": [0.1]},
-        "space.lr: expected exactly one of uniform, loguniform, randint, choice"
-        " (got uniform, choice)",
+        "space.lr: expected exactly one of uniform, loguniform, randint, lograndint,"
+        " quniform, qloguniform, choice (got uniform, choice)",
     ),
     (
         "space.optimizer",
@@ -247,3 +247,114 @@ def test_a_trainable_and_dataset_that_cannot_train_together_fail_in_one_line(
     with pytest.raises(StudyError, match=error) as raised:
         load_study(path)
     assert "\n" not in str(raised.value)
+
+
+# Richer domains and conditions: each bad form is one line naming the field.
+SGD_MOMENTUM = {"uniform": {"low": 0.5, "high": 0.99}, "when": {"optimizer": "momentum"}}
+BAD_SPACES = [
+    (
+        "dropout",
+        {"quniform": {"low": 0, "high": 0.5, "q": 0}},
+        "space.dropout.quniform: q must be > 0 (got 0.0)",
+    ),
+    (
+        "dropout",
+        {"quniform": {"low": 0, "high": 0.5, "q": -0.1}},
+        "space.dropout.quniform: q must be > 0 (got -0.1)",
+    ),
+    (
+        "dropout",
+        {"quniform": {"low": 0.05, "high": 0.5, "q": 0.1}},
+        "space.dropout.quniform: low and high must be multiples of q (got low=0.05, q=0.1)",
+    ),
+    (
+        "weight_decay",
+        {"qloguniform": {"low": 1e-4, "high": 0.01005, "q": 1e-4}},
+        "space.weight_decay.qloguniform: low and high must be multiples of q (got high=0.01005",
+    ),
+    (
+        "weight_decay",
+        {"qloguniform": {"low": 0, "high": 0.01, "q": 1e-4}},
+        "space.weight_decay.qloguniform: low must be > 0 (got 0.0)",
+    ),
+    (
+        "hidden_units",
+        {"lograndint": {"low": 0, "high": 64}},
+        "space.hidden_units.lograndint: low must be > 0 (got 0)",
+    ),
+    (
+        "dropout",
+        {"quniform": {"low": 0, "high": 0.5, "q": 0.1}, "grid": [0.15]},
+        "space.dropout: grid values [0.15] lie outside the quniform domain",
+    ),
+    (
+        "momentum",
+        {**SGD_MOMENTUM, "when": {"optimzer": "momentum"}},
+        "space.momentum.when.optimzer: not a searched choice parameter; expected one of "
+        "['optimizer']",
+    ),
+    (
+        "momentum",
+        {**SGD_MOMENTUM, "when": {"lr": 0.01}},
+        "space.momentum.when.lr: not a searched choice parameter",
+    ),
+    (
+        "momentum",
+        {**SGD_MOMENTUM, "when": {"optimizer": ["momentum", "nesterov"]}},
+        "space.momentum.when.optimizer: 'nesterov' is not one of its choices ['momentum', 'adam']",
+    ),
+    (
+        "momentum",
+        {**SGD_MOMENTUM, "when": {"optimizer": []}},
+        "space.momentum.when: optimizer: expected at least one value",
+    ),
+    (
+        "momentum",
+        {**SGD_MOMENTUM, "when": {"momentum": 0.9}},
+        "space.momentum.when.momentum: not a searched choice parameter",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "entry", "message"), BAD_SPACES)
+def test_bad_domain_or_condition_gives_one_line_naming_it(study_dict, name, entry, message):
+    study_dict["space"][name] = entry
+    with pytest.raises(StudyError) as caught:
+        parse_study(study_dict)
+    text = str(caught.value)
+    assert text.startswith(f"study: {message}"), text
+    assert "\n" not in text
+
+
+def test_a_condition_on_a_fixed_parameter_is_refused(study_dict):
+    study_dict["fixed"]["optimizer"] = study_dict["space"].pop("optimizer")["choice"][0]
+    study_dict["space"]["momentum"] = SGD_MOMENTUM
+    with pytest.raises(StudyError, match=r"space\.momentum\.when\.optimizer: not a searched"):
+        parse_study(study_dict)
+
+
+def test_conditions_may_chain_but_not_form_a_cycle(study_dict):
+    study_dict["space"].update(
+        activation={"choice": ["relu", "tanh"], "when": {"optimizer": "momentum"}},
+        momentum={**SGD_MOMENTUM, "when": {"activation": "tanh"}},  # a chain
+    )
+    study = parse_study(study_dict)
+    assert study.space["momentum"].when == {"activation": ["tanh"]}  # one value → a list
+    study_dict["space"]["optimizer"]["when"] = {"activation": "relu"}
+    with pytest.raises(StudyError) as caught:
+        parse_study(study_dict)
+    assert "when" in str(caught.value) and "conditions form a cycle (" in str(caught.value)
+    assert str(caught.value).startswith("study: space.optimizer.when.activation:")
+
+
+def test_pbt_needs_a_continuous_parameter_every_trial_has(study_dict):
+    study_dict.pop("strategies", None)
+    study_dict["space"] = {
+        "optimizer": {"choice": ["momentum", "adam"]},
+        "momentum": SGD_MOMENTUM,
+        "dropout": {"quniform": {"low": 0, "high": 0.5, "q": 0.1}},
+    }
+    assert "pbt" not in parse_study(study_dict).strategies  # the default leaves it out
+    study_dict["strategies"] = ["random", "pbt"]
+    with pytest.raises(StudyError, match=r"strategies: pbt perturbs continuous"):
+        parse_study(study_dict)

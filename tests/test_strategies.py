@@ -128,3 +128,128 @@ def test_a_grid_larger_than_the_budget_says_so(study_dict):
     plan = STRATEGIES["grid"].plan(parse_study(study_dict), seed=0)
     assert plan.notes["grid_points"] == 2 and plan.planned_epochs == 10  # both optimizers
     assert "2 points, the budget pays for 1 full trials" in plan.notes["over_budget"]
+
+
+# ------------------------------------------------------------ conditional spaces
+@pytest.fixture
+def conditional(study_dict):
+    """SGD's momentum only where the optimizer is momentum; quantized and log-integer kinds."""
+    study_dict["budget"] = {
+        "max_epochs": 9,
+        "min_epochs": 1,
+        "reduction_factor": 3,
+        "total_epochs": 90,
+    }
+    study_dict["fixed"] = {"channels": 8}
+    study_dict["space"] = {
+        "lr": {"loguniform": {"low": 1e-4, "high": 1e-1}},
+        "optimizer": {"choice": ["sgd", "momentum", "adam"]},
+        "momentum": {"uniform": {"low": 0.5, "high": 0.99}, "when": {"optimizer": "momentum"}},
+        "dropout": {"quniform": {"low": 0.0, "high": 0.5, "q": 0.1}},
+        "hidden_units": {"lograndint": {"low": 8, "high": 129}},
+    }
+    return parse_study(study_dict)
+
+
+def well_formed(config: dict) -> bool:
+    return ("momentum" in config) == (config["optimizer"] == "momentum")
+
+
+def drawn(tuner, study, count: int | None = None) -> list[dict]:
+    """The configs (at most `count`) a variant generator hands Tune, without a trial run."""
+    import tempfile
+
+    from ray.tune.experiment import Experiment
+
+    search = tuner.search_alg
+    search.set_search_properties(study.metric.name, study.metric.mode, tuner.param_space)
+    with tempfile.TemporaryDirectory() as storage:
+        experiment = Experiment(
+            name="draw",
+            run=lambda config: None,
+            config=tuner.param_space,
+            num_samples=tuner.plan.num_samples,
+            storage_path=storage,
+        )
+        search.add_configurations([experiment])
+    return handed_out(search, count)
+
+
+def handed_out(search, count: int | None = None) -> list[dict]:
+    configs = []
+    while (count is None or len(configs) < count) and (trial := search.next_trial()):
+        configs.append(trial.config)
+        search.on_trial_complete(trial.trial_id)  # frees the generator's concurrency slot
+    return configs
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_builds_on_a_conditional_space(conditional, name):
+    tuner = STRATEGIES[name].tuner(conditional, seed=3)
+    assert tuner.plan == STRATEGIES[name].plan(conditional, seed=3)
+    assert "momentum" not in tuner.param_space and tuner.param_space["channels"] == 8
+
+
+@pytest.mark.parametrize("name", ["random", "sha", "asha", "hyperband", "pbt"])
+def test_random_configs_of_a_conditional_space_are_seeded_and_well_formed(conditional, name):
+    from hpo.space import sample_points
+
+    tuner = STRATEGIES[name].tuner(conditional, seed=0)
+    configs = drawn(tuner, conditional)
+    # exactly hpo.space's seeded sample, in order, plus the fixed values, nothing else
+    searched = [{k: v for k, v in c.items() if k != "channels"} for c in configs]
+    assert searched == sample_points(conditional.space, tuner.plan.num_samples, seed=0)
+    assert configs == drawn(STRATEGIES[name].tuner(conditional, seed=0), conditional)
+    assert configs != drawn(STRATEGIES[name].tuner(conditional, seed=1), conditional)
+    assert all(well_formed(c) and c["channels"] == 8 for c in configs)
+    assert any("momentum" in c for c in configs) and any("momentum" not in c for c in configs)
+    assert all(c["dropout"] in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5) for c in configs)
+    assert all(isinstance(c["hidden_units"], int) and 8 <= c["hidden_units"] < 129 for c in configs)
+
+
+def test_grid_of_a_conditional_space_holds_only_valid_combinations(conditional):
+    from hpo.space import grid_points
+
+    tuner = STRATEGIES["grid"].tuner(conditional, seed=0)
+    configs = drawn(tuner, conditional)
+    points = grid_points(conditional.space, tuner.plan.notes["grid"])
+    assert [{k: v for k, v in c.items() if k != "channels"} for c in configs] == points
+    assert all(well_formed(c) for c in configs)
+    assert len(configs) == tuner.plan.notes["grid_points"] == tuner.plan.planned_trials <= 10
+    keys = {tuple(sorted((k, str(v)) for k, v in c.items())) for c in configs}
+    assert len(keys) == len(configs)  # each point once
+    assert tuner.search_alg.max_concurrent == 2
+
+
+def test_pbt_never_perturbs_a_conditional_quantized_or_integer_parameter(conditional):
+    scheduler = STRATEGIES["pbt"].tuner(conditional, seed=0).scheduler
+    assert set(scheduler._hyperparam_mutations) == {"lr"}
+
+
+@pytest.mark.parametrize("name", ["optuna", "bohb"])
+def test_tpe_proposes_a_conditional_parameter_only_where_it_is_active(conditional, name):
+    from hpo.strategies.plan import MODEL
+
+    tuner = STRATEGIES[name].tuner(conditional, seed=1)
+    search = tuner.search_alg
+    assert search.set_search_properties("val_accuracy", "max", tuner.param_space)
+    configs = []
+    for number in range(14):
+        config = search.suggest(str(number))
+        configs.append(config)
+        value = config["lr"] + config.get("momentum", 0.0)
+        search.on_trial_complete(str(number), {"val_accuracy": value, "training_iteration": 9})
+    assert all(well_formed(c) for c in configs)
+    assert configs[-1]["proposed_by"] == MODEL  # TPE's model proposed the last ones
+    assert all(c["dropout"] in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5) for c in configs)
+
+
+def test_a_points_generator_resumes_where_its_saved_state_left_off(conditional, tmp_path):
+    """Tuner.restore: the generator's saved state goes on with the next config."""
+    configs = drawn(STRATEGIES["random"].tuner(conditional, seed=0), conditional)
+    interrupted = STRATEGIES["random"].tuner(conditional, seed=0)
+    first = drawn(interrupted, conditional, count=4)
+    interrupted.search_alg.save_to_dir(str(tmp_path), session_str="s")
+    restored = STRATEGIES["random"].tuner(conditional, seed=0).search_alg
+    restored.restore_from_dir(str(tmp_path))
+    assert first + handed_out(restored) == configs

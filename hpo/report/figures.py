@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from hpo.report.tables import AT_FIDELITY, choice_index, space_kind
+from hpo.report.tables import AT_FIDELITY, INT_KINDS, choice_index, space_kind
+from hpo.space import LOG_KINDS
 from hpo.strategies import STRATEGIES, strategy_order
 
 Colour = tuple[float, float, float]
@@ -389,7 +390,7 @@ def hyperparameter_scatter_figure(
             ax.set_xticks(range(len(domain["choice"])), labels=[str(c) for c in domain["choice"]])
         else:
             xs = pd.to_numeric(usable[f"config/{name}"], errors="coerce").to_numpy(float)
-            if kind == "loguniform":
+            if kind in LOG_KINDS:
                 ax.set_xscale("log")
             elif kind == "randint" and domain[kind]["high"] - domain[kind]["low"] <= 12:
                 xs = xs + jitter  # few integers: spread the points like categories
@@ -476,7 +477,7 @@ def _axis_labels(
     if kind == "choice":
         count = max(len(domain["choice"]) - 1, 1)
         return [(i / count, str(c)) for i, c in enumerate(domain["choice"])]
-    high = domain[kind]["high"] - (1 if kind == "randint" else 0)
+    high = domain[kind]["high"] - (1 if kind in INT_KINDS else 0)
     return [(0.0, f"{domain[kind]['low']:.3g}"), (1.0, f"{high:.3g}")]
 
 
@@ -524,7 +525,7 @@ def pbt_schedule_figure(
             jumps = line[line["exploited"].astype(bool)]
             ax.scatter(jumps["epoch"], jumps["value"], marker="^", color="black", s=30, zorder=3)
         domain = space.get(name)
-        log = space_kind(domain) == "loguniform" if domain else bool((mine["value"] > 0).all())
+        log = space_kind(domain) in LOG_KINDS if domain else bool((mine["value"] > 0).all())
         if log:
             ax.set_yscale("log")
         ax.set_xlabel("epoch of the trial")

@@ -27,7 +27,7 @@ from hpo.strategies.plan import full_trials
 from trainables import EPOCH_METRICS, trainable_info
 
 GRID = "grid"  # the strategy whose trials lie on the landscape's grid
-NUMERIC = ("uniform", "loguniform", "randint")
+NUMERIC = ("uniform", "loguniform", "randint", "lograndint", "quniform", "qloguniform")
 MIN_VALUES = 3  # fewest distinct grid values per axis for a surface worth drawing
 NO_VALUE = ("diverged", "errored")  # trial statuses whose last values are no measurement
 COLUMNS = ["x", "y", "value", "seeds"]
@@ -121,8 +121,8 @@ def grid_axes(study: Study) -> tuple[Axis, Axis] | None:
 
 
 def _axis(name: str, param: Param, grid: list[Any]) -> Axis | None:
-    if param.kind not in NUMERIC or len(set(grid)) < MIN_VALUES:
-        return None
+    if param.kind not in NUMERIC or param.when or len(set(grid)) < MIN_VALUES:
+        return None  # a conditional axis has no value in part of the grid
     return Axis(name, tuple(sorted(float(v) for v in set(grid))), spaces.is_log(param))
 
 

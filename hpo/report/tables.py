@@ -19,7 +19,7 @@ import pandas as pd
 
 from hpo.records import StudyRecord
 from hpo.results import DIVERGED, TRIAL_STATUSES, best_row
-from hpo.space import optuna_distribution
+from hpo.space import LOG_KINDS, optuna_distribution, quantize
 from hpo.spec import Budget, Param
 from hpo.strategies import STRATEGIES, strategy_order
 
@@ -703,10 +703,19 @@ def _exploits(trial: pd.DataFrame) -> pd.Series:
 
 
 # ------------------------------------------------------------- hyperparameters
+# Integer domains, whose high is exclusive (as Ray Tune's randint and lograndint).
+INT_KINDS = ("randint", "lograndint")
+
+
 def space_kind(domain: Mapping[str, Any]) -> str:
-    """uniform / loguniform / randint / choice of one study `space` entry (as saved in
-    study.json), read through the study spec's own model."""
+    """The domain (hpo.spec.KINDS: uniform, loguniform, randint, ..., choice) of one study
+    `space` entry (as saved in study.json), read through the study spec's own model."""
     return Param.model_validate(dict(domain)).kind
+
+
+def _has_condition(domain: Mapping[str, Any]) -> bool:
+    """Whether the entry has a `when:` (absent from the trials where it is inactive)."""
+    return bool(dict(domain).get("when"))
 
 
 def choice_index(values: pd.Series, choices: Sequence[Any]) -> pd.Series:
@@ -732,10 +741,10 @@ def normalized_position(values: pd.Series, domain: Mapping[str, Any]) -> pd.Seri
         return choice_index(values, domain["choice"]) / max(count - 1, 1)
     low, high = float(domain[kind]["low"]), float(domain[kind]["high"])
     numbers = pd.to_numeric(values, errors="coerce").astype(float)
-    if kind == "loguniform":
-        numbers, low, high = np.log(numbers), math.log(low), math.log(high)
-    elif kind == "randint":
+    if kind in INT_KINDS:
         high = high - 1  # high is exclusive
+    if kind in LOG_KINDS:
+        numbers, low, high = np.log(numbers), math.log(low), math.log(high)
     return (numbers - low) / (high - low) if high > low else numbers * 0 + 0.5
 
 
@@ -778,6 +787,8 @@ def importance(
     """fANOVA hyperparameter importance (Optuna's FanovaImportanceEvaluator) over the
     trials of `trials_at` (each trial's metric at one fidelity), through an in-memory
     Optuna study built with create_trial/add_trials and distributions from `space`.
+    Each trial has the parameters it had: a conditional one is absent where inactive
+    (an empty config cell), and fANOVA ranks the parameters every used trial has.
 
     Returns the table (param, importance, sorted) and a note on what was left out.
     The forest is smaller than Optuna's default (64 trees, depth 64), which takes ~25 s
@@ -786,24 +797,16 @@ def importance(
 
     names = [n for n in space if f"config/{n}" in table]
     empty = pd.DataFrame(columns=["param", "importance"])
-    distributions = {n: optuna_distribution(Param.model_validate(space[n])) for n in names}
-    values = {n: _param_values(table[f"config/{n}"], space[n]) for n in names}
-    usable = np.isfinite(table[AT_FIDELITY].astype(float).to_numpy())
-    for column in values.values():
-        usable &= column.notna().to_numpy()
-    trials = [
-        optuna.trial.create_trial(
-            params={n: values[n].iloc[i] for n in names},
-            distributions=distributions,
-            value=float(table[AT_FIDELITY].iloc[i]),
-        )
-        for i in np.flatnonzero(usable)
-    ]
+    trials = _optuna_trials(table, space, names)
     skipped = int(len(table) - len(trials))
     note = f"{len(trials)} trials used" + (
         f"; {skipped} left out (no finite metric or value outside the space)" if skipped else ""
     )
-    varying = [n for n in names if len({str(t.params[n]) for t in trials}) > 1]
+    common = [n for n in names if all(n in t.params for t in trials)]
+    if len(common) < len(names):
+        left = ", ".join(n for n in names if n not in common)
+        note += f"; conditional parameters absent from some trials left out: {left}"
+    varying = [n for n in common if len({str(t.params[n]) for t in trials}) > 1]
     if len(trials) < 2 or not varying:
         return empty, note + "; too few distinct trials for fANOVA"
     if len({t.value for t in trials}) < 2:  # fANOVA divides by the metric's variance
@@ -823,9 +826,38 @@ def importance(
     ), note
 
 
+def _optuna_trials(
+    table: pd.DataFrame, space: Mapping[str, Mapping[str, Any]], names: list[str]
+) -> list[Any]:
+    """One finished Optuna trial per row with a finite metric and every value it has in
+    the space; a conditional parameter's empty cell is its absence, not a bad value."""
+    import optuna
+
+    distributions = {n: optuna_distribution(Param.model_validate(space[n])) for n in names}
+    values = {n: _param_values(table[f"config/{n}"], space[n]) for n in names}
+    usable = np.isfinite(table[AT_FIDELITY].astype(float).to_numpy())
+    for name, column in values.items():
+        fits = column.notna().to_numpy()
+        if _has_condition(space[name]):
+            fits = fits | table[f"config/{name}"].isna().to_numpy()
+        usable = usable & fits
+    trials = []
+    for i in np.flatnonzero(usable):
+        params = {n: values[n].iloc[i] for n in names if values[n].iloc[i] is not None}
+        trials.append(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={n: distributions[n] for n in params},
+                value=float(table[AT_FIDELITY].iloc[i]),
+            )
+        )
+    return trials
+
+
 def _param_values(values: pd.Series, domain: Mapping[str, Any]) -> pd.Series:
     """Trials' values of one hyperparameter as Optuna wants them (the choice object itself
-    for categories), None where a value cannot be placed in the space."""
+    for categories; a quantized value as the grid's short float), None where a value is
+    missing or cannot be placed in the space."""
     kind = space_kind(domain)
     if kind == "choice":
         index = choice_index(values, domain["choice"])
@@ -835,21 +867,20 @@ def _param_values(values: pd.Series, domain: Mapping[str, Any]) -> pd.Series:
             index=values.index,
             dtype=object,
         )
-    low, high = float(domain[kind]["low"]), float(domain[kind]["high"])
+    param = Param.model_validate(dict(domain))
     numbers = pd.to_numeric(values, errors="coerce").astype(float)
-    if kind == "randint":
-        inside = numbers.between(low, high - 1) & (numbers == numbers.round())
-        return pd.Series(
-            [int(v) if ok else None for v, ok in zip(numbers, inside, strict=True)],
-            index=values.index,
-            dtype=object,
-        )
-    inside = numbers.between(low, high)
-    return pd.Series(
-        [float(v) if ok else None for v, ok in zip(numbers, inside, strict=True)],
-        index=values.index,
-        dtype=object,
-    )
+    placed = []
+    for v in numbers:
+        if not (math.isfinite(v) and param.contains(v)):
+            placed.append(None)
+        elif kind in INT_KINDS:
+            placed.append(int(v))
+        elif "q" in domain[kind]:
+            bounds = domain[kind]
+            placed.append(quantize(v, bounds["q"], bounds["low"], bounds["high"]))
+        else:
+            placed.append(float(v))
+    return pd.Series(placed, index=values.index, dtype=object)
 
 
 def status_counts(table: pd.DataFrame) -> dict[str, int]:

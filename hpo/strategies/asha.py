@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hpo import space as spaces
-from hpo.strategies.plan import Plan, TunerPlan, seeded_sampler
+from hpo.strategies.plan import Plan, TunerPlan, random_configs
 
 if TYPE_CHECKING:
     from hpo.spec import Study
@@ -21,7 +20,7 @@ def plan(study: Study, seed: int) -> Plan:
 def tuner(study: Study, seed: int) -> TunerPlan:
     from ray.tune.schedulers import ASHAScheduler
 
-    b = study.budget
+    b, planned = study.budget, plan(study, seed)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
         max_t=b.max_epochs,
@@ -29,8 +28,7 @@ def tuner(study: Study, seed: int) -> TunerPlan:
         reduction_factor=b.reduction_factor,
     )
     return TunerPlan(
-        plan(study, seed),
-        spaces.tune_space(study.space, study.fixed),
-        search_alg=seeded_sampler(seed, study.max_concurrent_trials),
+        planned,
         scheduler=scheduler,
+        **random_configs(study, seed, planned.num_samples, study.max_concurrent_trials),
     )

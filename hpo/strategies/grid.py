@@ -1,12 +1,13 @@
 """Grid search: explicit `grid:` values, every other dimension discretized so that the
-whole grid fits the run's budget of full-fidelity trials (hpo.space.grid_values)."""
+whole grid fits the run's budget of full-fidelity trials (hpo.space.grid_values); with
+conditions, only the valid combinations are points (and counted)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from hpo import space as spaces
-from hpo.strategies.plan import OVER_BUDGET, Plan, TunerPlan, full_trials, seeded_sampler
+from hpo.strategies.plan import OVER_BUDGET, Plan, TunerPlan, full_trials, grid_configs
 
 if TYPE_CHECKING:
     from hpo.spec import Study
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 def plan(study: Study, seed: int) -> Plan:
     affordable = full_trials(study)
     values = spaces.grid_values(study.space, affordable)
-    points = spaces.grid_size(values)
+    points = spaces.grid_size(values, study.space)
     notes: dict = {"grid": values, "grid_points": points}
     if points > affordable:  # explicit grid values and choices are used whole
         notes[OVER_BUDGET] = (
@@ -33,7 +34,5 @@ def plan(study: Study, seed: int) -> Plan:
 def tuner(study: Study, seed: int) -> TunerPlan:
     planned = plan(study, seed)
     return TunerPlan(
-        planned,
-        spaces.grid_space(planned.notes["grid"], study.fixed),
-        search_alg=seeded_sampler(seed, study.max_concurrent_trials),
+        planned, **grid_configs(study, seed, planned.notes["grid"], study.max_concurrent_trials)
     )

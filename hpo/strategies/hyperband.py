@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hpo import space as spaces
-from hpo.strategies.plan import Plan, TunerPlan, seeded_sampler
+from hpo.strategies.plan import Plan, TunerPlan, random_configs
 
 if TYPE_CHECKING:
     from hpo.spec import Study
@@ -22,7 +21,7 @@ def plan(study: Study, seed: int) -> Plan:
 def tuner(study: Study, seed: int) -> TunerPlan:
     from hpo.strategies.capped_hyperband import CappedHyperBand
 
-    b = study.budget
+    b, planned = study.budget, plan(study, seed)
     scheduler = CappedHyperBand(
         max_running=study.max_concurrent_trials,
         time_attr="training_iteration",
@@ -30,8 +29,7 @@ def tuner(study: Study, seed: int) -> TunerPlan:
         reduction_factor=b.reduction_factor,
     )
     return TunerPlan(
-        plan(study, seed),
-        spaces.tune_space(study.space, study.fixed),
-        search_alg=seeded_sampler(seed),  # the scheduler caps running trials itself
+        planned,
         scheduler=scheduler,
+        **random_configs(study, seed, planned.num_samples),  # the scheduler caps running trials
     )

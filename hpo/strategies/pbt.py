@@ -6,7 +6,10 @@ trial's checkpoint (model and optimizer state, trainables.loop) and config, then
 perturbs its continuous hyperparameters (uniform/loguniform in the space: scaled by 0.8
 or 1.2, or resampled), kept inside the space's bounds. Hyperparameters that shape the
 model or the optimizer's state (choices, integers) are inherited, never perturbed: a
-copied checkpoint must fit the model it is loaded into.
+copied checkpoint must fit the model it is loaded into. Nor are quantized ones (a
+scaled value leaves the grid) or conditional ones (Ray's PBT would add a mutated key
+to every trial, also where the parameter is inactive); an exploit copies the source's
+config whole, with the conditional parameters that trial has.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from hpo.strategies.plan import (
     TunerPlan,
     full_fidelity_plan,
     options_of,
-    seeded_sampler,
+    random_configs,
 )
 from trainables import PROPOSED_BY
 
@@ -30,8 +33,8 @@ if TYPE_CHECKING:
 
 
 def perturbable(space: dict[str, Param]) -> list[str]:
-    """The continuous hyperparameters PBT perturbs."""
-    return [name for name, p in space.items() if p.uniform is not None or p.loguniform is not None]
+    """The continuous hyperparameters PBT perturbs (every trial has them)."""
+    return list(spaces.perturbable(space))
 
 
 def interval(study: Study) -> int:
@@ -63,25 +66,21 @@ def tuner(study: Study, seed: int) -> TunerPlan:
     from hpo.strategies.capped_pbt import CappedPBT
 
     options = options_of(study, "pbt", PBTOptions)
-    names = perturbable(study.space)
-    bounds = {}
-    for name in names:
-        domain = study.space[name].uniform or study.space[name].loguniform
-        bounds[name] = (domain.low, domain.high)
+    bounds = spaces.perturbable(study.space)
+    planned = plan(study, seed)
     scheduler = CappedPBT(
         max_running=study.max_concurrent_trials,
         time_attr="training_iteration",
         perturbation_interval=interval(study),
-        hyperparam_mutations={n: spaces.tune_domain(study.space[n]) for n in names},
+        hyperparam_mutations={n: spaces.tune_domain(study.space[n]) for n in bounds},
         quantile_fraction=options.quantile_fraction,
         resample_probability=options.resample_probability,
         custom_explore_fn=KeepInSpace(bounds),
         synch=True,
     )
     return TunerPlan(
-        plan(study, seed),
-        spaces.tune_space(study.space, study.fixed),
-        search_alg=seeded_sampler(seed),  # the scheduler caps running trials itself
+        planned,
         scheduler=scheduler,
         keep_checkpoints=None,
+        **random_configs(study, seed, planned.num_samples),  # the scheduler caps running trials
     )

@@ -65,6 +65,52 @@ def seeded_sampler(seed: int, max_concurrent: int | None = None):
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent or 0)
 
 
+def random_configs(
+    study: Study, seed: int, count: int, max_concurrent: int | None = None
+) -> dict[str, Any]:
+    """`param_space` and `search_alg` of a run over `count` seeded random configurations
+    (random search, and the schedulers over it): Tune's variant generator sampling the
+    space's domains; for a space with conditions, which Tune cannot sample (it gives
+    every trial every key), the configurations drawn up front by hpo.space (only active
+    parameters) and handed out in order. `max_concurrent` as in `seeded_sampler`."""
+    from hpo import space as spaces
+
+    if not spaces.is_conditional(study.space):
+        return {
+            "param_space": spaces.tune_space(study.space, study.fixed),
+            "search_alg": seeded_sampler(seed, max_concurrent),
+        }
+    return _points(study, spaces.sample_points(study.space, count, seed), max_concurrent)
+
+
+def grid_configs(
+    study: Study, seed: int, values: dict[str, list[Any]], max_concurrent: int | None = None
+) -> dict[str, Any]:
+    """`param_space` and `search_alg` of a grid run over `values` (hpo.space.grid_values):
+    Tune's grid_search per dimension; for a space with conditions, the grid's valid
+    combinations only (hpo.space.grid_points), each once, in order."""
+    from hpo import space as spaces
+
+    if not spaces.is_conditional(study.space):
+        return {
+            "param_space": spaces.grid_space(values, study.fixed),
+            "search_alg": seeded_sampler(seed, max_concurrent),
+        }
+    return _points(study, spaces.grid_points(study.space, values), max_concurrent)
+
+
+def _points(study: Study, points: list[dict[str, Any]], max_concurrent: int | None):
+    from hpo import space as spaces
+    from hpo.strategies.points import PointsGenerator
+
+    return {
+        # The domains of the parameters every trial has stay in param_space (what Tune
+        # is told is searched); each point replaces them (hpo.strategies.points).
+        "param_space": spaces.tune_space(study.space, study.fixed),
+        "search_alg": PointsGenerator(points, max_concurrent=max_concurrent or 0),
+    }
+
+
 # trials.csv's proposed_by: how a searcher proposed a trial's configuration.
 STARTUP, MODEL, PERTURBATION = "startup", "model", "perturbation"
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hpo import space as spaces
-from hpo.strategies.plan import Plan, TunerPlan, full_fidelity_plan, seeded_sampler
+from hpo.strategies.plan import Plan, TunerPlan, full_fidelity_plan, random_configs
 
 if TYPE_CHECKING:
     from hpo.spec import Study
@@ -16,8 +15,8 @@ def plan(study: Study, seed: int) -> Plan:
 
 
 def tuner(study: Study, seed: int) -> TunerPlan:
+    planned = plan(study, seed)
     return TunerPlan(
-        plan(study, seed),
-        spaces.tune_space(study.space, study.fixed),
-        search_alg=seeded_sampler(seed, study.max_concurrent_trials),
+        planned,
+        **random_configs(study, seed, planned.num_samples, study.max_concurrent_trials),
     )

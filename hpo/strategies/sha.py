@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hpo import space as spaces
 from hpo.strategies.brackets import bracket_cost, rung_plan, trials_for_budget
-from hpo.strategies.plan import Plan, TunerPlan, seeded_sampler
+from hpo.strategies.plan import Plan, TunerPlan, random_configs
 
 if TYPE_CHECKING:
     from hpo.spec import Study
@@ -33,7 +32,6 @@ def tuner(study: Study, seed: int) -> TunerPlan:
     )
     return TunerPlan(
         planned,
-        spaces.tune_space(study.space, study.fixed),
-        search_alg=seeded_sampler(seed),  # the scheduler caps running trials itself
         scheduler=scheduler,
+        **random_configs(study, seed, planned.num_samples),  # the scheduler caps running trials
     )

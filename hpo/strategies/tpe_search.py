@@ -10,6 +10,13 @@ Two things Ray's OptunaSearch does not do, and a fair comparison needs:
   further (Optuna sorts pruned trials by the step they reached, then by value), i.e. it
   learns from the rung the trial reached instead of mistaking it for a final result.
   A trial that diverged or failed is told FAIL.
+
+Optuna searches the study's space itself, define-by-run (hpo.space.DefineByRun): every
+domain natively (log integers, steps), and a conditional parameter suggested only where
+its parents take its values, so a trial's config has exactly its active parameters.
+Tune's `param_space` holds the fixed values and the domains of the parameters every trial
+has, which each proposal replaces; conditional parameters are not in it (Tune would
+keep a domain object in the configs where they are inactive).
 """
 
 from __future__ import annotations
@@ -28,6 +35,13 @@ class RungAwareOptunaSearch(OptunaSearch):
         super().__init__(**kwargs)
         self.max_t = max_t
         self.n_startup_trials = n_startup_trials
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        """Accept Tune's param_space: the searched space is the study's own (given at
+        construction, with metric and mode); its domains are what proposals replace."""
+        return True
 
     def suggest(self, trial_id: str) -> dict | None:
         label = self._next_label() if trial_id not in self._ot_trials else None
@@ -65,20 +79,30 @@ class RungAwareOptunaSearch(OptunaSearch):
 
 def tpe_searcher(study: Any, seed: int, options: Any, startup: int) -> RungAwareOptunaSearch:
     """The TPE searcher of the `optuna` and `bohb` strategies, `startup` random trials
-    first (each strategy's plan says how many)."""
+    first (each strategy's plan says how many). On a space with conditions, multivariate
+    TPE models each group of parameters that occur together (Optuna's `group`), instead
+    of sampling every conditional parameter independently of the others."""
     import warnings
 
     from optuna.exceptions import ExperimentalWarning
     from optuna.samplers import TPESampler
+
+    from hpo import space as spaces
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         sampler = TPESampler(
             n_startup_trials=startup,
             multivariate=options.multivariate,
+            group=options.multivariate and spaces.is_conditional(study.space),
             constant_liar=options.constant_liar,
             seed=seed,
         )
     return RungAwareOptunaSearch(
-        sampler=sampler, max_t=study.budget.max_epochs, n_startup_trials=startup
+        space=spaces.optuna_define_by_run(study.space),
+        metric=study.metric.name,
+        mode=study.metric.mode,
+        sampler=sampler,
+        max_t=study.budget.max_epochs,
+        n_startup_trials=startup,
     )
