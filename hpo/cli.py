@@ -174,10 +174,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         overrides=dict(args.set or []),
     )
     metrics = json.loads((out / "metrics.json").read_text())
-    accuracy = metrics["test_accuracy"]
-    if accuracy["mean"] is not None:
-        seeds = len(args.seeds)
-        print(f"test accuracy {accuracy['mean']:.4f} ± {accuracy['std']:.4f} over {seeds} seeds")
+    # a function trainable's evaluate() names its own test metrics
+    measured = metrics.get("test") or {"test_accuracy": metrics.get("test_accuracy")}
+    for name, value in measured.items():
+        if value and value["mean"] is not None:
+            print(
+                f"{name.replace('_', ' ')} {value['mean']:.4f} ± {value['std']:.4f} "
+                f"over {len(args.seeds)} seeds"
+            )
     print(f"results: {out}")
     return 0
 
@@ -567,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HPO_DATA_DIR"] = os.path.abspath(args.data_dir)
     if getattr(args, "allow_custom", False):  # read by trainables.trainable_info (and workers)
         os.environ[ALLOW_CUSTOM_ENV] = "1"
+        # The user's module is found from the folder hpo runs in, as `python -m` would (Ray
+        # puts that folder on its local workers' path too).
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
     try:
         return handler(args)
     except (StudyError, DatasetError, CustomTrainableError) as error:

@@ -26,8 +26,8 @@ from hpo.records import (
     write_study_record,
 )
 from hpo.results import read_trials
-from hpo.runner import StudyRunner, previous_record, selected_state
-from hpo.spec import StudyError, load_study, study_hash
+from hpo.runner import StudyRunner, StudySource, previous_record, selected_state
+from hpo.spec import StudyError
 
 WARM_START_DIR = "warm_start"  # in a variant's folder: the weights each of its runs starts from
 
@@ -44,15 +44,18 @@ class CompareRunner:
         seeds: Sequence[int] | None = None,
         echo: Callable[[str], None] = print,
         reuse_actors: bool = True,
+        function: Callable[..., Any] | None = None,
+        evaluate: Callable[..., Any] | None = None,
     ):
-        self.study_file = Path(study_file)
-        self.study = load_study(self.study_file)
+        """As StudyRunner's arguments; `study_file` may be a Study built in Python."""
+        self.source = StudySource.of(study_file)
+        self.study_file, self.study = self.source.path, self.source.study
         self.directory = Path(results_root).resolve() / self.study.name
         self.echo = echo
         self.variants = variants(self.study)
         self.runners = {
             v.label: StudyRunner(
-                study_file,
+                self.source,
                 results_root,
                 strategies,
                 seeds,
@@ -60,6 +63,8 @@ class CompareRunner:
                 reuse_actors,
                 variant=v,
                 overrides=self._overrides(v),
+                function=function,
+                evaluate=evaluate,
             )
             for v in self.variants
         }
@@ -92,15 +97,15 @@ class CompareRunner:
     def _prepare(self, fresh: bool) -> StudyRecord:
         """The top study.json; results of another version of the file are an error
         (without --fresh) or removed (with it), as for an ordinary study."""
-        digest = study_hash(self.study_file)
+        digest = self.source.digest
         preflight.check_free_space(self.directory)
         preflight.make_writable_folder(self.directory)
-        previous = previous_record(self.directory, self.study_file, digest, fresh)
+        previous = previous_record(self.directory, self.source.name, digest, fresh)
         if previous is None:  # new, or another version's results removed with --fresh
             shutil.rmtree(self.directory / VARIANTS_DIR, ignore_errors=True)
         record = StudyRecord(
             study=self.study,
-            study_file=str(self.study_file),
+            study_file=self.source.name,
             study_hash=digest,
             versions=package_versions(),
             started_at=previous.started_at if previous is not None else now_iso(),

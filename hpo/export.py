@@ -70,7 +70,7 @@ def export_document(results: res.Results, row: pd.Series) -> ExportRecord:
     same_trial = best is not None and best.trial_id == row["trial_id"]
     config = dict(best.config) if same_trial else _config_from_row(row)
     dataset = study.dataset
-    if dataset.split_seed is None:  # the split this run trained and was tested on
+    if dataset is not None and dataset.split_seed is None:  # the split it trained and was tested on
         dataset = dataset.model_copy(update={"split_seed": seed})
     return ExportRecord(
         study=study.name,
@@ -87,7 +87,11 @@ def export_document(results: res.Results, row: pd.Series) -> ExportRecord:
             epoch=int(row["epoch"]),
             max_epochs=study.budget.max_epochs,
         ),
-        test=TestScore(accuracy=best.test.get("test_accuracy"), loss=best.test.get("test_loss"))
+        test=TestScore(
+            accuracy=best.test.get("test_accuracy"),
+            loss=best.test.get("test_loss"),
+            metrics=dict(best.test),
+        )
         if same_trial
         else TestScore(),
         resources=study.resources,
@@ -117,7 +121,7 @@ def as_study(document: ExportRecord) -> dict[str, Any]:
         "description": f"Exported {document.strategy} seed {document.seed} "
         f"trial {document.trial_id} of study {document.study}",
         "trainable": document.trainable,
-        "dataset": document.dataset.model_dump(mode="json"),
+        **({"dataset": document.dataset.model_dump(mode="json")} if document.dataset else {}),
         "fixed": {k: v for k, v in config.items() if k != first},
         "space": {first: {"choice": [config[first]]}},
         "metric": {"name": document.validation.metric, "mode": document.validation.mode},

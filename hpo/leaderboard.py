@@ -11,7 +11,10 @@ def format_leaderboard(record: StudyRecord, trials: pd.DataFrame) -> str:
     from hpo.report import tables
 
     metric, mode = record.metric, record.mode
-    runs = tables.run_table(tables.runs_frame(record), trials, metric, mode)
+    frame = tables.runs_frame(record)
+    # the test counterpart of the study's metric when runs measured it (val_mse → test_mse)
+    test = frame["test_metric"].iloc[0].replace("_", " ") if not frame.empty else "test"
+    runs = tables.run_table(frame, trials, metric, mode)
     board = tables.leaderboard(runs, mode)
     if board.empty:
         return "no finished runs yet"
@@ -22,7 +25,7 @@ def format_leaderboard(record: StudyRecord, trials: pd.DataFrame) -> str:
         return f"{mean:.4f} ± {0.0 if pd.isna(std) else std:.4f}"
 
     lines = [
-        f"{'strategy':<10} {'seeds':>5}  {'best ' + metric:<20} {'test accuracy':<20}"
+        f"{'strategy':<10} {'seeds':>5}  {'best ' + metric:<20} {test:<20}"
         f" {'rank':>5} {'trials':>7} {'epochs':>7} {'wall s':>7}"
     ]
     for row in board.itertuples():

@@ -76,6 +76,8 @@ def absolute_paths(study: Study) -> Study:
     their own folders, possibly on other nodes, and study.json should say which file."""
     from trainables import trainable_info
 
+    if study.runs_function:
+        return study  # its hyperparameters mean what the user's code makes of them
     keys = trainable_info(study.trainable).path_params
 
     def absolute(value: Any) -> Any:
@@ -97,6 +99,8 @@ def check_trainable_inputs(study: Study) -> None:
     """The trainable's own check of the values a study gives it (e.g. weights files)."""
     from trainables import WeightsError, resolve, trainable_info
 
+    if study.runs_function:
+        return
     check = trainable_info(study.trainable).check
     if not check:
         return

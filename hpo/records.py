@@ -184,6 +184,8 @@ class ValidationScore(_Record):
 class TestScore(_Record):
     accuracy: float | None = None
     loss: float | None = None
+    # every test metric measured, e.g. a function trainable's evaluate(): {"test_mse": …}
+    metrics: dict[str, float | None] = {}
 
 
 EXPORT_KIND = "hpo-best-config"
@@ -198,7 +200,9 @@ class ExportRecord(_Record):
     seed: int
     trial_id: str
     trainable: str
-    dataset: DatasetSpec  # split_seed set: the split this run trained and was tested on
+    # split_seed set: the split this run trained and was tested on; None: a function
+    # trainable, which loads its own data
+    dataset: DatasetSpec | None
     config: dict[str, Any]
     validation: ValidationScore
     test: TestScore = TestScore()  # None where the study measured another trial

@@ -37,12 +37,31 @@ EXTRA_METRICS: tuple[str, ...] = tuple(
 )
 
 
-def metric_columns(columns: Any) -> list[str]:
-    """The columns of reported results that trials.csv keeps, in a stable order."""
+def metric_columns(columns: Any, any_metrics: bool = False) -> list[str]:
+    """The columns of reported results that trials.csv keeps, in a stable order;
+    `any_metrics` (a user's function trainable): every column it reported as well."""
     present = set(columns)
     extras = [c for c in EXTRA_METRICS if c in present]
     norms = sorted(c for c in present if str(c).startswith(GRAD_NORM_PREFIX))
-    return [c for c in METRIC_COLUMNS if c in present] + extras + norms
+    known = [c for c in METRIC_COLUMNS if c in present] + extras + norms
+    if not any_metrics:
+        return known
+    return known + [c for c in columns if c not in known and _reported_by_user(str(c))]
+
+
+# What Ray Tune and hpo add to a reported result (trials.csv has its own columns for them).
+_BOOKKEEPING = frozenset(
+    {
+        "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "done",
+        "trial_id", "pid", "hostname", "node_ip", "node_id", "experiment_tag",
+        "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint",
+        "timesteps_total", "episodes_total", "timesteps_since_restore", "time_since_restore",
+    }
+)  # fmt: skip
+
+
+def _reported_by_user(column: str) -> bool:
+    return column not in _BOOKKEEPING and not column.startswith((HYPERPARAMETER_PREFIX, "config/"))
 
 
 # Trial statuses as the results and the report show them.
@@ -84,9 +103,12 @@ def trial_frame(
     run_started: float,
     run_finished: bool,
     config_keys: list[str],
+    any_metrics: bool = False,
 ) -> pd.DataFrame:
     """All epochs of all trials of one strategy-seed run, ordered as they happened, with
-    the config in force at each epoch and how the trial's config was proposed."""
+    the config in force at each epoch and how the trial's config was proposed.
+    `any_metrics`: a user's function trainable, whose every report is an epoch
+    (Tune's training_iteration) and whose every reported column is kept."""
     from hpo.strategies import STRATEGIES
 
     proposes = STRATEGIES[strategy].proposes if strategy in STRATEGIES else "random"
@@ -94,11 +116,13 @@ def trial_frame(
     frames = []
     for trial in analysis.trials:
         rows = reported_rows(trial, analysis)
+        if any_metrics and rows is not None and "training_iteration" in rows:
+            rows = rows.assign(epoch=rows["training_iteration"])
         if rows is None or rows.empty or "epoch" not in rows:
             continue
         # A trial restored from a checkpoint may re-report epochs: keep the last report.
         rows = rows.drop_duplicates("epoch", keep="last").sort_values("epoch")
-        frame = pd.DataFrame({c: rows[c] for c in metric_columns(rows.columns)})
+        frame = pd.DataFrame({c: rows[c] for c in metric_columns(rows.columns, any_metrics)})
         for flag in ("diverged", "early_stopped"):
             frame[flag] = frame[flag].astype(str).str.lower().eq("true") if flag in frame else False
         frame["report_time"] = rows["report_time"].to_numpy()
@@ -163,11 +187,12 @@ def best_trial(
 
 
 def best_config(row: pd.Series) -> dict[str, Any]:
-    """The config/<k> values of a trials.csv row, as plain Python values."""
+    """The config/<k> values of a trials.csv row, as plain Python values; an empty cell is
+    a parameter the trial did not have (inactive under its `when:`), left out."""
     return {
         k.removeprefix("config/"): v.item() if hasattr(v, "item") else v
         for k, v in row.items()
-        if k.startswith("config/")
+        if k.startswith("config/") and not (pd.api.types.is_scalar(v) and pd.isna(v))
     }
 
 
@@ -262,6 +287,51 @@ class Results:
     @property
     def mode(self) -> str:
         return self.record.mode
+
+    def leaderboard(self) -> pd.DataFrame:
+        """One row per strategy: its runs' best validation metric (mean, std over seeds),
+        test measurement, mean rank, trials, epochs and wall time, best first."""
+        from hpo.report import tables
+
+        runs = tables.run_table(tables.runs_frame(self.record), self.trials, *self._ranked())
+        return tables.leaderboard(runs, self.mode)
+
+    @property
+    def best_config(self) -> dict[str, Any]:
+        """The configuration `hpo export` writes (chosen on validation only)."""
+        return self.best().config
+
+    def best(self, strategy: str = "best", seed: int | None = None):
+        """The export record (hpo.records.ExportRecord) of `strategy`'s best run, or of
+        the best strategy's: config, validation and test scores, provenance."""
+        from hpo.export import export_document, select
+
+        return export_document(self, select(self.trials, *self._ranked(), strategy, seed))
+
+    @property
+    def runs(self) -> dict[str, Path]:
+        """Each strategy × seed run's Ray Tune experiment folder, by "strategy/seed-k"."""
+        from hpo.records import run_dir
+
+        return {
+            key: run_dir(self.directory, run.strategy, run.seed)
+            for key, run in self.record.runs.items()
+        }
+
+    def report(self) -> Path:
+        """Write the HTML report (as `hpo report`); returns index.html's path."""
+        from hpo.report import build_report
+
+        return build_report(self.directory)
+
+    def export(self, strategy: str = "best", seed: int | None = None, **options: Any) -> Path:
+        """Write the best configuration (as `hpo export`); returns the file's path."""
+        from hpo.export import export
+
+        return export(self.directory, strategy, seed, **options)
+
+    def _ranked(self) -> tuple[str, str]:
+        return self.metric, self.mode
 
 
 def read_trials(study_dir: str | Path) -> pd.DataFrame:

@@ -42,9 +42,10 @@ def apply_overrides(document: ExportRecord, overrides: dict[str, Any]) -> Export
     trainable's (`hpo retrain --set NAME=VALUE`)."""
     from trainables import trainable_info
 
-    known = trainable_info(document.trainable).defaults
+    info = trainable_info(document.trainable, function=document.dataset is None)
+    known = info.defaults
     for name in overrides:
-        if name not in known:
+        if name not in known and not info.function:  # a function's names are its own
             raise StudyError(
                 f"--set {name}: trainable {document.trainable!r} has no hyperparameter "
                 f"{name!r}; expected one of {sorted(known)}"
@@ -166,6 +167,10 @@ def retrain(
     if epochs < 1:
         raise StudyError("--epochs: expected a positive number of epochs")
     out = Path(out) if out else Path(export_file).parent / f"retrain-{Path(export_file).stem}"
+    if document.dataset is None:  # a user's function trainable, with its own data
+        from hpo.retrain_function import retrain_function
+
+        return retrain_function(document, export_file, epochs, seeds, out, address, echo)
     spec = document.dataset
     data = load_dataset(
         spec.name,
@@ -206,7 +211,7 @@ def retrain(
     return write_outputs(out, document, outcomes, data, epochs, train_only, export_file, overrides)
 
 
-def _mean_std(values: list[float]) -> dict[str, float | None]:
+def mean_std(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"mean": None, "std": None}
     return {
@@ -262,8 +267,8 @@ def write_outputs(
             "seeds": [
                 {k: v for k, v in o.items() if k not in ("curve", "state")} for o in outcomes
             ],
-            "test_accuracy": _mean_std([o["test_accuracy"] for o in finished]),
-            "test_loss": _mean_std([o["test_loss"] for o in finished]),
+            "test_accuracy": mean_std([o["test_accuracy"] for o in finished]),
+            "test_loss": mean_std([o["test_loss"] for o in finished]),
             "wall_s": sum(o["wall_s"] for o in outcomes),
             "model": {"seed": finished[0]["seed"], "weights": "model.pt"} if finished else None,
             "study_test_accuracy": document.test.accuracy,

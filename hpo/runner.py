@@ -34,7 +34,7 @@ from hpo.records import (
     write_run_record,
     write_study_record,
 )
-from hpo.spec import Study, StudyError, load_study, study_hash
+from hpo.spec import Study, StudyError, load_study, study_digest, study_hash
 from hpo.strategies import STRATEGIES, decision, selected
 
 
@@ -47,7 +47,7 @@ class StudyRunner:
 
     def __init__(
         self,
-        study_file: str | Path,
+        study_file: str | Path | Study | StudySource,
         results_root: str | Path = "results",
         strategies: Sequence[str] | None = None,
         seeds: Sequence[int] | None = None,
@@ -55,13 +55,20 @@ class StudyRunner:
         reuse_actors: bool = True,
         variant: Variant | None = None,
         overrides: Callable[[str, int], dict[str, Any]] | None = None,
+        function: Callable[..., Any] | None = None,
+        evaluate: Callable[..., Any] | None = None,
     ):
-        """`variant`: one combination of a compared study's levels, run into its own
+        """`study_file`: a study file, or a Study built in Python (hpo.api);
+        `variant`: one combination of a compared study's levels, run into its own
         folder (hpo.compare); `overrides(strategy, seed)`: config values that one run's
-        trials take over the study's (a warm start's weights, a range test's bounds)."""
-        self.study_file = Path(study_file)
-        parent = load_study(self.study_file)
+        trials take over the study's (a warm start's weights, a range test's bounds);
+        `function`, `evaluate`: the callables of a function trainable given to the Python
+        API (else its "module:function" reference is imported where trials run)."""
+        self.source = StudySource.of(study_file)
+        self.study_file = self.source.path
+        parent = self.source.study
         self.study: Study = preflight.absolute_paths(variant.study if variant else parent)
+        self.function, self.evaluate = function, evaluate
         self.strategies = selected(self.study, strategies)
         self.seeds = list(self.study.seeds if seeds is None else seeds)
         self.directory = Path(results_root).resolve() / self.study.name
@@ -79,7 +86,8 @@ class StudyRunner:
     def run(self, address: str | None = None, fresh: bool = False) -> StudyRecord:
         # Missing weights or data files fail here, before anything is written or started.
         preflight.check_trainable_inputs(self.study)
-        self._data(self.seeds[0])
+        if not self.study.runs_function:
+            self._data(self.seeds[0])
         record = self._prepare(fresh)
         pending = [(s, k) for s in self.strategies for k in self.seeds if not self._finished(s, k)]
         self.ran_any = bool(pending)
@@ -108,6 +116,10 @@ class StudyRunner:
             except Exception as error:
                 record.runs[key] = self._mark_failed(strategy, seed, error)
                 write_study_record(self.directory, record)
+                try:  # the trials it finished stay in the results
+                    self.write_trials_csv()
+                except Exception as unreadable:  # the run's own error is the one to raise
+                    self.echo(f"trials.csv not rebuilt: {unreadable}")
                 raise
             write_study_record(self.directory, record)
             self.write_trials_csv()
@@ -137,10 +149,10 @@ class StudyRunner:
     # ---------------------------------------------------------------- helpers
     def _prepare(self, fresh: bool) -> StudyRecord:
         """Create the folder (writable check before any trial starts) and its record."""
-        digest = study_hash(self.study_file)
+        digest = self.source.digest
         preflight.check_free_space(self.directory)
         preflight.make_writable_folder(self.directory)
-        previous = previous_record(self.directory, self.study_file, digest, fresh)
+        previous = previous_record(self.directory, self.source.name, digest, fresh)
         if previous is None and (self.directory / STUDY_FILE).exists():
             # --fresh over another version's results: they cannot be compared with new ones
             for strategy in STRATEGIES:
@@ -153,7 +165,7 @@ class StudyRunner:
                     runs.pop(run_key(strategy, seed), None)
         return StudyRecord(
             study=self.study,
-            study_file=str(self.study_file),
+            study_file=self.source.name,
             study_hash=digest,
             versions=package_versions(),
             machine=previous.machine if previous is not None else None,
@@ -199,7 +211,7 @@ class StudyRunner:
                 seed=seed,
                 started=time.time(),
                 started_at=now_iso(),
-                data_sizes=self._data(seed).sizes(),
+                data_sizes={} if self.study.runs_function else self._data(seed).sizes(),
             )
         run.status, run.error = "running", None
         run.overrides = self.overrides(strategy, seed)
@@ -230,6 +242,11 @@ class StudyRunner:
         drop_never_started(path)
         run.status, run.ended_at = "finished", now_iso()
         run.errors = sum(1 for r in grid if r.error is not None)
+        unusable = report_error(grid)
+        if unusable:  # the user's function reports what no strategy can rank: fix it first
+            run.status, run.error = "failed", unusable
+            write_run_record(path, run)
+            raise StudyError(f"{self.study.name} {strategy} seed {seed}: {unusable}")
         self._summarize(run, path)
         write_run_record(path, run)
         self.echo(self._run_line(run))
@@ -239,9 +256,15 @@ class StudyRunner:
         """The trial function with this run's data shipped once through Ray's object store."""
         from ray import tune
 
+        study = self.study
+        if study.runs_function:
+            from trainables.user_function import function_trial
+
+            return tune.with_parameters(
+                function_trial, function=self.function or study.trainable, metric=study.metric.name
+            )
         from trainables.tune_trial import run_trial
 
-        study = self.study
         return tune.with_parameters(
             run_trial,
             data=self._data(seed),
@@ -261,6 +284,7 @@ class StudyRunner:
             run_started=run.started,
             run_finished=run.status == "finished",
             config_keys=[*self.study.space, *self.study.fixed, *run.overrides],
+            any_metrics=self.study.runs_function,
         )
 
     def _summarize(self, run: RunRecord, path: Path) -> None:
@@ -282,6 +306,8 @@ class StudyRunner:
         from trainables import resolve, trainable_info
         from trainables.loop import evaluate_state
 
+        if self.study.runs_function:
+            return self._function_test_metrics(path, trial_id)
         found = selected_state(path, trial_id, self.study.metric.name, self.study.metric.mode)
         if found is None:
             return {"test_accuracy": None, "test_loss": None}, None
@@ -296,20 +322,75 @@ class StudyRunner:
                 write_npz(path / res.VIEWS_FILE, arrays)
         return measured, int(state["epoch"])
 
+    def _function_test_metrics(
+        self, path: Path, trial_id: str
+    ) -> tuple[dict[str, float | None], int | None]:
+        """The user's `evaluate(config, checkpoint)` of the selected trial's best
+        checkpoint; nothing where the function trainable has no `evaluate`."""
+        from trainables.user_function import evaluator_of, measure
+
+        evaluate = evaluator_of(self.function or self.study.trainable, self.evaluate)
+        if evaluate is None:
+            return {}, None
+        metric, mode = self.study.metric.name, self.study.metric.mode
+        config, checkpoint, epoch = selected_checkpoint(path, trial_id, metric, mode)
+        return measure(evaluate, config, checkpoint), epoch
+
     def _run_line(self, run: RunRecord) -> str:
         best = run.best
         value = None if best is None else best.value
-        test = None if best is None else best.test.get("test_accuracy")
+        name = test_name(self.study)
+        test = None if best is None else best.test.get(name)
         return (
             f"{run.strategy:>9} seed {run.seed}: {run.trials} trials, "
             f"{run.epochs} epochs, best {self.study.metric.name} "
-            f"{'n/a' if value is None else f'{value:.4f}'}, test accuracy "
+            f"{'n/a' if value is None else f'{value:.4f}'}, {name.replace('_', ' ')} "
             f"{'n/a' if test is None else f'{test:.4f}'}, {run.wall_s:.0f} s"
         )
 
 
+class StudySource:
+    """Where a study came from: its file (hashed as bytes, as `hpo run` always has), or a
+    Study built in Python (hashed as its resolved fields)."""
+
+    def __init__(self, study: Study, path: Path | None, digest: str):
+        self.study, self.path, self.digest = study, path, digest
+
+    @classmethod
+    def of(cls, source: str | Path | Study | StudySource) -> StudySource:
+        if isinstance(source, StudySource):
+            return source
+        if isinstance(source, Study):
+            return cls(source, None, study_digest(source))
+        return cls(load_study(source), Path(source), study_hash(source))
+
+    @property
+    def name(self) -> str:
+        """What study.json's `study_file` says: the file, or that it was built in Python."""
+        return str(self.path) if self.path is not None else f"<python: {self.study.name}>"
+
+
+def test_name(study: Study) -> str:
+    """The test measurement the run line shows: the study metric's test counterpart for a
+    function trainable (val_loss → test_loss), test accuracy for the others."""
+    if study.runs_function:
+        return "test_" + study.metric.name.removeprefix("val_")
+    return "test_accuracy"
+
+
+def report_error(grid) -> str | None:
+    """The first trial error that says the user's function reported something unusable
+    (trainables.user_function.ReportError), as its one line."""
+    for result in grid:
+        text = str(result.error or "")
+        if "ReportError" in text:
+            lines = [line for line in text.splitlines() if "ReportError:" in line]
+            return (lines[-1] if lines else text).split("ReportError:", 1)[-1].strip()
+    return None
+
+
 def previous_record(
-    directory: Path, study_file: Path, digest: str, fresh: bool
+    directory: Path, study_file: str | Path, digest: str, fresh: bool
 ) -> StudyRecord | None:
     """The folder's record if it holds this very study file's results; None for a new
     folder and, with --fresh, for another version's (or an unreadable) record; an
@@ -365,6 +446,21 @@ def selected_state(
         return None
     with checkpoint.as_directory() as folder:
         return dict(trial.config), load_checkpoint_state(folder)
+
+
+def selected_checkpoint(
+    path: str | Path, trial_id: str, metric: str, mode: str
+) -> tuple[dict[str, Any], str | None, int | None]:
+    """A function trainable's trial config, its best checkpoint folder still on disk by
+    `metric` (None where it kept none) and that checkpoint's epoch."""
+    analysis = res.load_analysis(path)
+    trial = next(t for t in analysis.trials if t.trial_id == trial_id)
+    rows = res.reported_rows(trial, analysis)
+    directory = best_checkpoint_on_disk(Path(trial.path), rows, metric, mode)
+    if directory is None:
+        return dict(trial.config), None, None
+    row = rows[rows["checkpoint_dir_name"] == directory.name].iloc[-1]
+    return dict(trial.config), str(directory), int(row["training_iteration"])
 
 
 def best_checkpoint_on_disk(

@@ -35,11 +35,15 @@ CONFIG_ID = "config_id"
 
 def sample_configs(study: Study, count: int, seed: int = 0) -> list[dict[str, Any]]:
     """`count` configurations of the study's searched space, drawn with Ray Tune's own
-    domains from one seeded generator: the same list for the same study and seed."""
+    domains from one seeded generator: the same list for the same study and seed. A
+    space with conditions is sampled by hpo.space (only each config's active parameters:
+    Tune's domains would give every config every parameter)."""
     from hpo import space as spaces
 
     if count < 1:
         raise StudyError(f"--configs: expected a positive number of configurations, got {count}")
+    if spaces.is_conditional(study.space):
+        return spaces.sample_points(study.space, count, seed)
     generator = np.random.RandomState(seed)
     domains = {name: spaces.tune_domain(param) for name, param in study.space.items()}
     return [
@@ -75,6 +79,11 @@ def tabulate(
     study = preflight.absolute_paths(
         without_compare(load_study(study_file), study_file, "tabulate")
     )
+    if study.runs_function:
+        raise StudyError(
+            f"{study_file}: trainable: hpo tabulate records the built-in trainables' curves; "
+            "a study of your own function trainable runs with hpo run"
+        )
     seeds = list(seeds if seeds is not None else study.seeds)
     planned = table_configs(study, configs, sample_seed)
     folder = Path(results_root).resolve() / study.name / TABLE_DIR
@@ -173,13 +182,18 @@ def _tuner(study: Study, folder: Path, configs: list[dict[str, Any]], seeds: lis
         for index, config in enumerate(configs)
         for seed in seeds
     ]
+    cap = study.max_concurrent_trials or 0
+    if spaces.is_conditional(study.space):  # points may lack keys: see PointsGenerator
+        from hpo.strategies.points import PointsGenerator
+
+        search_alg = PointsGenerator(points, max_concurrent=cap)
+    else:
+        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=cap)
     return tune.Tuner(
         trainable,
         param_space={**spaces.tune_space(study.space, study.fixed), CONFIG_ID: 0, "seed": 0},
         tune_config=tune.TuneConfig(
-            search_alg=BasicVariantGenerator(
-                points_to_evaluate=points, max_concurrent=study.max_concurrent_trials or 0
-            ),
+            search_alg=search_alg,
             num_samples=len(points),
             reuse_actors=True,
         ),

@@ -19,6 +19,7 @@ from tests import contracts
 from tests.conftest import REPO, TINY_STUDY
 from tests.dataset_files import DATASET_FILES
 from trainables import (
+    ALLOW_CUSTOM_ENV,
     DATASETS,
     EPOCH_METRICS,
     LOOP_DEFAULTS,
@@ -157,9 +158,10 @@ def test_strategy_keeps_the_concurrency_cap_where_it_binds(ray_session, tmp_path
 
 # ------------------------------------------------------------------ studies
 @pytest.mark.parametrize("path", STUDY_FILES, ids=[p.stem for p in STUDY_FILES])
-def test_study_file_validates_and_its_plans_fit(path):
+def test_study_file_validates_and_its_plans_fit(path, monkeypatch):
     from hpo.compare import variants
 
+    monkeypatch.setenv(ALLOW_CUSTOM_ENV, "1")  # a function trainable's study: --allow-custom
     study = load_study(path)
     # a compared study runs each variant (combination of levels) as a study of its own
     for runs in [variant.study for variant in variants(study)] if study.compare else [study]:

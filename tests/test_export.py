@@ -115,7 +115,11 @@ def test_export_writes_config_with_provenance(study_dir):
         "epoch": 2,
         "max_epochs": 4,
     }
-    assert document["test"] == {"accuracy": 0.94, "loss": 0.2}
+    assert document["test"] == {
+        "accuracy": 0.94,
+        "loss": 0.2,
+        "metrics": {"test_accuracy": 0.94, "test_loss": 0.2},  # every test metric measured
+    }
     assert document["config"]["channels"] == 8
     assert document["dataset"]["split_seed"] == 0 and document["study_hash"] == "abc"
     assert [p.name for p in study_dir.iterdir() if p.name.startswith(".")] == []  # no temp left

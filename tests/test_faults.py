@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from hpo.results import result_lines
+from tests import quadratic
 from tests.conftest import REPO, TINY_STUDY, run_hpo
 
 FLAKY = "tests.faults:build_flaky"
@@ -165,15 +166,17 @@ def test_a_worker_killed_with_sigkill_resumes_its_trial_from_the_last_checkpoint
 
 @pytest.mark.slow
 def test_a_driver_killed_with_sigkill_resumes_and_keeps_finished_trials(tmp_path):
+    # A user's function trainable (tests/quadratic.py), which checkpoints every epoch.
     study = {
-        **TINY_STUDY,
+        **quadratic.STUDY,
         "name": "killed_driver",
+        "fixed": {"sleep_s": 0.25},  # an epoch's work: the kill lands mid-run
         "budget": {"max_epochs": 4, "min_epochs": 1, "reduction_factor": 2, "total_epochs": 24},
         "strategies": ["random", "asha"],
     }
     study_file = write(tmp_path, study)
     results = tmp_path / "results"
-    process = start_hpo("run", str(study_file), "--results", str(results))
+    process = start_hpo("run", str(study_file), "--results", str(results), "--allow-custom")
     study_dir = results / "killed_driver"
     asha = study_dir / "asha" / "seed-0"
     wait_until(lambda: len(reported(asha)) >= 6, process, "ASHA's sixth epoch")
@@ -189,14 +192,14 @@ def test_a_driver_killed_with_sigkill_resumes_and_keeps_finished_trials(tmp_path
     assert states == {"random": "finished", "asha": "interrupted"}
 
     began = time.monotonic()
-    again = run_hpo("run", str(study_file), "--results", str(results))
+    again = run_hpo("run", str(study_file), "--results", str(results), "--allow-custom")
     resume_s = time.monotonic() - began
     assert again.returncode == 0, again.stderr[-3000:]
     assert "asha seed 0: resuming" in again.stdout
     assert "random seed 0: r" not in again.stdout  # neither running nor resuming: skipped
     after = pd.read_csv(study_dir / "trials.csv")
     kept = after[after["strategy"] == "random"].reset_index(drop=True)
-    metrics = ["trial_id", "epoch", "val_accuracy", "val_loss", "train_loss", "cum_epochs"]
+    metrics = ["trial_id", "epoch", "loss", "score", "config/x", "cum_epochs"]
     pd.testing.assert_frame_equal(kept[metrics], before[metrics])  # identical, not re-run
     asha_rows = after[after["strategy"] == "asha"]
     assert len(asha_rows) == 24 and asha_rows["cum_epochs"].max() == 24  # the full budget

@@ -303,6 +303,9 @@ class TrainableInfo:
     evaluator: str | None = None
     # which kinds of data it takes: "classification" (int labels), "regression" (float)
     tasks: tuple[str, ...] = ("classification",)
+    # a user's own Ray Tune function trainable `train(config)` (trainables.user_function):
+    # it loads its own data and reports any metrics; hpo runs it as it is
+    function: bool = False
 
 
 TRAINABLES: dict[str, TrainableInfo] = {
@@ -476,9 +479,11 @@ def is_custom(name: str) -> bool:
     return name not in TRAINABLES and bool(CUSTOM_REFERENCE.match(name))
 
 
-def trainable_info(name: str, *, trusted: bool = False) -> TrainableInfo:
+def trainable_info(name: str, *, trusted: bool = False, function: bool = False) -> TrainableInfo:
     """The registered trainable `name`, or a custom "module:function" one when allowed
-    (`trusted`: reading saved results, which runs none of its code)."""
+    (`trusted`: reading saved results, which runs none of its code): a model builder that
+    the one loop trains, or (`function`: a study without a dataset) a Ray Tune function
+    trainable run as it is."""
     if name in TRAINABLES:
         return TRAINABLES[name]
     if not is_custom(name):
@@ -487,7 +492,22 @@ def trainable_info(name: str, *, trusted: bool = False) -> TrainableInfo:
         raise CustomTrainableError(
             f"custom trainable {name!r} runs your code: pass --allow-custom to opt in"
         )
+    if function:
+        return TrainableInfo(name, "", {}, metrics=(), custom=True, function=True)
     return TrainableInfo(name, name, LOOP_DEFAULTS, custom=True, path_params=("init_from",))
+
+
+def hyperparameter_columns(config: Mapping[str, object]) -> dict[str, object]:
+    """The hp/<name> result columns of a config's plain values: the hyperparameters in
+    force at each epoch (PBT changes a trial's config while it runs, and Tune's
+    progress.csv keeps no config). `proposed_by` is always there: progress.csv takes its
+    columns from a trial's first result, and PBT's label only comes later."""
+    config = {PROPOSED_BY: "", **config}
+    return {
+        f"{HYPERPARAMETER_PREFIX}{key}": value
+        for key, value in config.items()
+        if isinstance(value, (bool, int, float, str))
+    }
 
 
 def resolve(reference: str):
@@ -506,6 +526,7 @@ __all__ = [
     "LR_POLICIES",
     "custom_allowed",
     "is_custom",
+    "hyperparameter_columns",
     "trainable_info",
     "DatasetError",
     "DatasetInfo",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from trainables import HYPERPARAMETER_PREFIX, PROPOSED_BY
+from trainables import hyperparameter_columns
 from trainables.data import DataBundle
 from trainables.loop import run
 
@@ -26,16 +26,7 @@ class TuneReporter:
         self.checkpoints = checkpoints  # False: metrics only (a table needs no resuming)
 
         self.node_id = ray.get_runtime_context().get_node_id()
-        # The hyperparameters in force, with every epoch's result: PBT changes a trial's
-        # config while it runs, and Tune's progress.csv keeps no config.
-        # Tune's progress.csv takes its columns from a trial's first result: a key that
-        # only a later config has (PBT's perturbation label) must be there from the start.
-        config = {PROPOSED_BY: "", **(config or {})}
-        self.in_force = {
-            f"{HYPERPARAMETER_PREFIX}{key}": value
-            for key, value in config.items()
-            if isinstance(value, (bool, int, float, str))
-        }
+        self.in_force = hyperparameter_columns(config or {})
 
     def restore(self) -> dict | None:
         checkpoint = tune.get_checkpoint()

@@ -361,10 +361,17 @@ def _space_text(space: dict[str, Any]) -> str:
             text = f"{name}: choice {{{', '.join(map(str, domain['choice']))}}}"
         else:
             bounds = domain[kind]
-            close = ")" if kind == "randint" else "]"  # randint's high is exclusive
+            close = ")" if kind in tab.INT_KINDS else "]"  # their high is exclusive
             text = f"{name}: {kind} [{bounds['low']:g}, {bounds['high']:g}{close}"
+            if bounds.get("q") is not None:
+                text += f" in steps of {bounds['q']:g}"
         if domain.get("grid") is not None:
             text += f", grid {{{', '.join(map(str, domain['grid']))}}}"
+        if domain.get("when"):
+            text += " only when " + " and ".join(
+                f"{parent} ∈ {{{', '.join(map(str, v if isinstance(v, list) else [v]))}}}"
+                for parent, v in domain["when"].items()
+            )
         parts.append(text)
     return "; ".join(parts)
 
@@ -424,7 +431,7 @@ def replay_summary(record: StudyRecord) -> str | None:
 def header_facts(report: Report) -> list[tuple[str, str]]:
     """The study, where and with what it ran, how long, and how its trials ended."""
     record, study = report.results.record, report.results.study
-    dataset, budget, resources = study.dataset, study.budget, study.resources
+    budget, resources = study.budget, study.resources
     runs, counts = report.runs, report.status_counts
     machine = record.machine
     wall = runs["wall_s"].sum(min_count=1)
@@ -435,13 +442,7 @@ def header_facts(report: Report) -> list[tuple[str, str]]:
         ("study", f"{study.name} — {study.description or 'no description'}"),
         ("study file", f"{record.study_file} (hash {record.study_hash[:12]})"),
         ("trainable", study.trainable),
-        (
-            "dataset",
-            f"{dataset.name}: validation fraction {dataset.val_fraction}, "
-            f"test fraction {dataset.test_fraction}, split by "
-            + _split_text(report)
-            + f"; {_sizes_text(report.runs_meta)}",
-        ),
+        ("dataset", _dataset_text(report)),
         (
             "metric",
             f"{report.metric} ({study.metric.mode}imize) on the validation split; "
@@ -452,6 +453,9 @@ def header_facts(report: Report) -> list[tuple[str, str]]:
                 + (
                     " (a replay trains nothing, so it measures nothing on the test split)"
                     if report.simulated
+                    else " (the function trainable's module defines no "
+                    "evaluate(config, checkpoint), so nothing was measured on test data)"
+                    if study.runs_function
                     else ""
                 )
             ),
@@ -955,6 +959,18 @@ def _decision(seconds: Any, wall: Any) -> str:
         return "not measured"
     share = "" if h.is_missing(wall) or not wall else f" ({100 * seconds / wall:.1f} %)"
     return f"{seconds:.1f}{share}"
+
+
+def _dataset_text(report: Report) -> str:
+    dataset = report.results.study.dataset
+    if dataset is None:
+        return "loaded by the function trainable itself (hpo knows nothing of its splits)"
+    return (
+        f"{dataset.name}: validation fraction {dataset.val_fraction}, "
+        f"test fraction {dataset.test_fraction}, split by "
+        + _split_text(report)
+        + f"; {_sizes_text(report.runs_meta)}"
+    )
 
 
 def _split_text(report: Report) -> str:
