@@ -211,6 +211,17 @@ def retrain(
     return write_outputs(out, document, outcomes, data, epochs, train_only, export_file, overrides)
 
 
+def provenance(document: ExportRecord, export_file: str | Path) -> dict[str, Any]:
+    """What a retrain's metrics.json says it retrained: the export and its trial."""
+    return {
+        "export": str(export_file),
+        "study": document.study,
+        "strategy": document.strategy,
+        "trial_id": document.trial_id,
+        "trainable": document.trainable,
+    }
+
+
 def mean_std(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"mean": None, "std": None}
@@ -254,11 +265,7 @@ def write_outputs(
             for name in ("model.pt", "model.json"):
                 shutil.copy(staging / f"seed-{finished[0]['seed']}" / name, staging / name)
         metrics = {
-            "export": str(export_file),
-            "study": document.study,
-            "strategy": document.strategy,
-            "trial_id": document.trial_id,
-            "trainable": document.trainable,
+            **provenance(document, export_file),
             "dataset": dataset,
             "config": document.config,
             "overrides": overrides or {},

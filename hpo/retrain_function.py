@@ -16,7 +16,7 @@ from typing import Any
 
 from hpo.files import staged_folder
 from hpo.records import ExportRecord
-from hpo.retrain import mean_std
+from hpo.retrain import mean_std, provenance
 from hpo.spec import StudyError
 
 
@@ -33,9 +33,13 @@ def retrain_function(
 ) -> Path:
     """Train every seed for `epochs` reports, measure each on test, write metrics.json,
     curves.csv and each seed's last checkpoint into `out` (replaced whole)."""
+    from hpo.spec import function_problem
     from trainables.user_function import evaluator_of
 
     train = function or document.trainable
+    problem = function_problem(document.trainable, function)
+    if problem:
+        raise StudyError(f"{export_file}: trainable: {problem}")
     evaluate = evaluator_of(train, evaluate)
     if evaluate is None:
         raise StudyError(
@@ -123,11 +127,7 @@ def _write(
             if outcome["checkpoint"]:
                 shutil.copytree(outcome["checkpoint"], staging / f"seed-{outcome['seed']}")
         metrics = {
-            "export": str(export_file),
-            "study": document.study,
-            "strategy": document.strategy,
-            "trial_id": document.trial_id,
-            "trainable": document.trainable,
+            **provenance(document, export_file),
             "config": document.config,
             "trained_on": "the function trainable's own training data",
             "epochs": epochs,

@@ -5,6 +5,7 @@ optimum) through `hpo run` and the Python API."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 import shutil
@@ -169,6 +170,19 @@ def test_every_strategy_tunes_a_users_function_through_hpo_run(tmp_path):
     assert document["validation"]["value"] == pytest.approx(best.validation.value)
     assert document["dataset"] is None and "test_loss" in document["test"]["metrics"]
     assert ("shift" in document["config"]) == (document["config"]["kind"] == "shifted")
+    retrained = run_in(
+        tmp_path, "retrain", exported.stdout.strip(), "--seeds", "0,1", "--allow-custom"
+    )
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert "test loss" in retrained.stdout  # the module's evaluate, once per seed
+    metrics = json.loads(
+        (tmp_path / retrained.stdout.split("results: ")[1].strip() / "metrics.json").read_text()
+    )
+    assert [seed["status"] for seed in metrics["seeds"]] == ["finished", "finished"]
+    epochs = document["validation"]["epoch"]  # retrained as long as the selected epoch
+    assert metrics["test"]["test_loss"]["mean"] == pytest.approx(
+        quadratic.true_loss(document["config"]) + 1 / epochs
+    )
 
 
 def unusable_study(function: str) -> dict:
@@ -217,10 +231,9 @@ def test_the_readmes_python_example_runs_as_written(ray_session, tmp_path, monke
     namespace = {"__name__": "readme_example"}  # as a notebook's: not importable
     exec(compile(readme_python_example(), "README.md", "exec"), namespace)
     results = namespace["results"]
-    assert isinstance(results, hpo.Results) and list(results.runs) == [
-        "random/seed-0",
-        "optuna/seed-0",
-    ]
+    assert isinstance(results, hpo.Results)  # and every strategy tuned `train`:
+    assert list(results.runs) == [f"{name}/seed-0" for name in hpo.STRATEGIES]
+    assert {run.status for run in results.record.runs.values()} == {"finished"}
     board = results.leaderboard()
     assert board["best_val_mean"].iloc[0] == pytest.approx(results.trials["loss"].min())
     assert results.best_config.keys() == {"x", "y"} and abs(results.best_config["x"] - 2) < 2

@@ -401,7 +401,7 @@ def hyperparameter_scatter_figure(
                 xs[mask], usable[AT_FIDELITY].to_numpy(float)[mask], s=10, alpha=0.6,
                 color=colors.get(strategy, (0.5, 0.5, 0.5)), label=strategy, rasterized=True,
             )  # fmt: skip
-        scale = {"loguniform": "log scale", "choice": "category"}.get(kind, "linear")
+        scale = "log scale" if kind in LOG_KINDS else "category" if kind == "choice" else "linear"
         ax.set_xlabel(f"{name} ({kind}, {scale})")
         ax.set_ylabel(value_label)
         ax.grid(alpha=0.3)
