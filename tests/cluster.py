@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from hpo.ray_session import SINGLE_HOST_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+TOKEN = secrets.token_hex(32)  # the loopback clusters' token, as Ray's own are: 64 hex digits
 
 
 # Ports for the nodes' servers: above Ray's worker ports (10002-19999 by default) and below
@@ -56,11 +58,15 @@ def cluster_env(multi_node: bool, **extra: str) -> dict[str, str]:
     One node keeps everything on 127.0.0.1 (Ray's multi-node support off). Ray cannot add
     a second node that way: with it on, Ray rewrites the 127.0.0.1 it is given to this
     host's outward address (services.resolve_ip_for_localhost), so a two-node cluster's
-    traffic stays on this host but not on the loopback interface."""
+    traffic stays on this host but not on the loopback interface.
+
+    The token is the tests' own (RAY_AUTH_TOKEN): `ray start` does not create one, and a
+    fresh machine has no ~/.ray/auth_token until some local Ray has written it."""
     return {
         **os.environ,
         SINGLE_HOST_ENV: "1" if multi_node else "0",
         "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": TOKEN,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(REPO),
         "RAY_USAGE_STATS_ENABLED": "0",
