@@ -14,6 +14,7 @@ Passing your function is your consent to run it (the CLI asks for --allow-custom
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,31 +36,44 @@ def run(
     fresh: bool = False,
     allow_custom: bool = False,
     echo: Callable[[str], None] = print,
+    parallel_runs: int | None = None,
+    progress: str | None = None,
+    mlflow: str | bool = False,
 ) -> Results | dict[str, Results]:
     """Run a study as `hpo run` does and return its results (a compared study: one
     Results per variant, by label). `trainable`/`evaluate`: your function trainable and
     its test measurement, as callables; `allow_custom`: import the "module:function" the
-    study names (the CLI's --allow-custom)."""
+    study names (the CLI's --allow-custom); `parallel_runs`, `mlflow`: as the CLI's
+    --parallel-runs and --mlflow; `progress`: "live", "plain" or "quiet" for hpo run's
+    display (default: one `echo` line as each run starts and ends)."""
     if allow_custom:
         from trainables import ALLOW_CUSTOM_ENV
 
         os.environ[ALLOW_CUSTOM_ENV] = "1"
     study = as_study(study, trainable)
     trainable = trainable or study.trainable_function
-    if study.compare:
-        from hpo.compare_run import CompareRunner
+    board = None
+    if progress is not None:
+        from hpo.progress import StudyProgress
 
-        runner = CompareRunner(
-            study, results_dir, strategies, seeds, echo, True, trainable, evaluate
-        )
+        board = StudyProgress(progress)
+    options = {"progress": board, "parallel_runs": parallel_runs, "mlflow": mlflow}
+    with board or contextlib.nullcontext():
+        if study.compare:
+            from hpo.compare_run import CompareRunner
+
+            runner = CompareRunner(
+                study, results_dir, strategies, seeds, echo, True, trainable, evaluate, **options
+            )
+            runner.run(address=address, fresh=fresh)
+            return {label: load_results(r.directory) for label, r in runner.runners.items()}
+        from hpo.runner import StudyRunner
+
+        runner = StudyRunner(
+            study, results_dir, strategies, seeds, echo,
+            function=trainable, evaluate=evaluate, **options,
+        )  # fmt: skip
         runner.run(address=address, fresh=fresh)
-        return {label: load_results(r.directory) for label, r in runner.runners.items()}
-    from hpo.runner import StudyRunner
-
-    runner = StudyRunner(
-        study, results_dir, strategies, seeds, echo, function=trainable, evaluate=evaluate
-    )
-    runner.run(address=address, fresh=fresh)
     return load_results(runner.directory)
 
 

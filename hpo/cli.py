@@ -46,6 +46,16 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _assignment(text: str) -> tuple[str, object]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
@@ -82,24 +92,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hpo.leaderboard import format_leaderboard
+    from hpo.progress import StudyProgress
     from hpo.records import read_study_record
     from hpo.runner import StudyRunner
 
     compared = load_study(args.file).compare
-    if compared:
-        from hpo.compare_run import CompareRunner
+    progress = StudyProgress("quiet" if args.quiet else "auto")
+    options = {"progress": progress, "parallel_runs": args.parallel_runs, "mlflow": args.mlflow}
+    with progress:
+        if compared:
+            from hpo.compare_run import CompareRunner
 
-        runner = CompareRunner(args.file, args.results, args.strategies, args.seeds)
-        runner.run(address=args.address, fresh=args.fresh)
+            runner = CompareRunner(args.file, args.results, args.strategies, args.seeds, **options)
+            runner.run(address=args.address, fresh=args.fresh)
+        else:
+            runner = StudyRunner(args.file, args.results, args.strategies, args.seeds, **options)
+            record = runner.run(address=args.address, fresh=args.fresh)
+    if compared:
         for label, variant in runner.runners.items():
             print(f"\n{label}")
             print(format_leaderboard(read_study_record(variant.directory), variant.trials()))
     else:
-        runner = StudyRunner(args.file, args.results, strategies=args.strategies, seeds=args.seeds)
-        record = runner.run(address=args.address, fresh=args.fresh)
         print()
         print(format_leaderboard(record, runner.trials()))
-    print(f"\nresults: {runner.directory}")
+    if not args.quiet:
+        print(f"\nresults: {runner.directory}")
     report = runner.directory / "report" / "index.html"
     if runner.ran_any or not report.exists():  # a finished study's folder is left untouched
         from hpo.report import build_report
@@ -109,7 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         except StudyError as error:  # e.g. every trial errored: the runs are still saved
             print(f"report:  not written ({error})")
             return 0
-    print(f"report:  {report}")
+    if not args.quiet:
+        print(f"report:  {report}")
     return 0
 
 
@@ -337,6 +355,24 @@ def _run_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--results", default="results", help="results root (default: results)")
     command.add_argument("--address", help="existing Ray cluster (auto, host:port, ray://…)")
     command.add_argument("--fresh", action="store_true", help="discard these runs and start over")
+    command.add_argument(
+        "--parallel-runs",
+        type=_positive_int,
+        metavar="N",
+        help="strategy × seed runs at once, sharing the cluster (default: the study's, 1)",
+    )
+    command.add_argument(
+        "--quiet", action="store_true", help="print only errors and the final leaderboard"
+    )
+    command.add_argument(
+        "--mlflow",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="TRACKING_URI",
+        help="log each trial as an MLflow run (default store: inside the results folder; "
+        "needs pip install 'hpo[mlflow]')",
+    )
     _data_dir(command)
 
 
@@ -497,6 +533,12 @@ def _report_arguments(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _to_optuna():
+    from hpo import to_optuna
+
+    return to_optuna
+
+
 Command = tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
 COMMANDS: dict[str, Command] = {
     "validate": (cmd_validate, "check a study file and print it resolved", _study_file),
@@ -532,6 +574,11 @@ COMMANDS: dict[str, Command] = {
         _bench_arguments,
     ),
     "submit": (cmd_submit, "submit a study as a Ray Job; prints its id", _submit_arguments),
+    "to-optuna": (
+        lambda args: _to_optuna().cmd_to_optuna(args),
+        "write every strategy × seed run as an Optuna study (for optuna-dashboard)",
+        lambda command: _to_optuna().add_arguments(command),
+    ),
     "status": (
         cmd_status,
         "per strategy × seed: state, trials, epochs of the budget, best so far, elapsed",

@@ -46,8 +46,11 @@ class CompareRunner:
         reuse_actors: bool = True,
         function: Callable[..., Any] | None = None,
         evaluate: Callable[..., Any] | None = None,
+        **options: Any,
     ):
-        """As StudyRunner's arguments; `study_file` may be a Study built in Python."""
+        """As StudyRunner's arguments; `study_file` may be a Study built in Python;
+        `options`: StudyRunner's progress, parallel_runs and mlflow, for every variant
+        (variants run one after another: a level may warm-start from another's runs)."""
         self.source = StudySource.of(study_file)
         self.study_file, self.study = self.source.path, self.source.study
         self.directory = Path(results_root).resolve() / self.study.name
@@ -65,6 +68,7 @@ class CompareRunner:
                 overrides=self._overrides(v),
                 function=function,
                 evaluate=evaluate,
+                **options,
             )
             for v in self.variants
         }
@@ -76,8 +80,8 @@ class CompareRunner:
     def run(self, address: str | None = None, fresh: bool = False) -> StudyRecord:
         record = self._prepare(fresh)
         for variant in self.variants:
-            self.echo(f"== {variant.label}")
             runner = self.runners[variant.label]
+            runner.say(f"== {variant.label}")
             runner.run(address=address, fresh=fresh)
             self.ran_any = self.ran_any or runner.ran_any
         record.ended_at = now_iso()

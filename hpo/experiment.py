@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import re
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,11 @@ def build_tuner(
     *,
     restoring: bool = False,
     reuse_actors: bool = True,
+    callbacks: Sequence[Any] = (),
 ):
     """A `tune.Tuner` for the run in `path` (or `Tuner.restore` of it): `trainable` is a
-    function trainable taking (config), given the study's resources per trial."""
+    function trainable taking (config), given the study's resources per trial;
+    `callbacks`: more Tune callbacks (live progress, trackers) beside hpo's own."""
     from ray import tune
 
     from hpo.strategies import STRATEGIES
@@ -38,11 +42,16 @@ def build_tuner(
     from hpo.strategies.decision import timed
 
     budget = study.budget
-    trainable = tune.with_resources(
+    resourced = tune.with_resources(
         trainable, {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
     )
-    if restoring:
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+    # Each run's trainable under a name of its own: Tune looks trials' trainables up by
+    # name in one registry per cluster, and runs side by side (--parallel-runs) must not
+    # train with each other's data.
+    name = f"{getattr(trainable, '__name__', 'trial')}-{strategy}-seed{seed}"
+    if restoring:  # Tune keeps the run's RunConfig (callbacks included) and trainable name
+        return _restore(path, resourced, name)
+    trainable = register(resourced, name)
     plan = STRATEGIES[strategy].tuner(study, seed)
     # Driver seconds spent deciding: the runner reads decision.seconds(str(path)).
     search_alg, scheduler = timed(plan.search_alg, str(path)), timed(plan.scheduler, str(path))
@@ -70,10 +79,42 @@ def build_tuner(
                 checkpoint_score_order=study.metric.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
-            callbacks=[_trial_dirs_callback()],
+            callbacks=[_trial_dirs_callback(), *callbacks],
             verbose=0,
         ),
     )
+
+
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register(trainable: Callable[..., Any], name: str) -> str:
+    """`trainable` registered with Tune as `name`, for a Tuner to run by name. Tune's
+    registry is not thread-safe (two runs registering at once: "dictionary changed size
+    during iteration"), so runs register here, one at a time."""
+    from ray import tune
+
+    with _REGISTRY_LOCK:
+        tune.register_trainable(name, trainable, warn=False)
+    return name
+
+
+def _restore(path: Path, trainable: Callable[..., Any], name: str):
+    """`Tuner.restore` of the run in `path` with `trainable` under the name the run was
+    started with: `name`, or the plain function name of runs started before runs had
+    names of their own (Tune says which it expects)."""
+    from ray import tune
+
+    try:
+        return tune.Tuner.restore(
+            str(path), trainable=register(trainable, name), resume_unfinished=True
+        )
+    except ValueError as error:
+        expected = re.search(r"but expected '([^']+)'", str(error))
+        if expected is None or expected.group(1) == name:
+            raise
+        named = register(trainable, expected.group(1))
+        return tune.Tuner.restore(str(path), trainable=named, resume_unfinished=True)
 
 
 def run_complete(experiment_dir: Path, total_epochs: int) -> bool:

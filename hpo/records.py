@@ -65,6 +65,10 @@ class RunRecord(_Record):
     # calls (suggest, on_trial_result, choose_trial_to_run …; hpo.strategies.decision);
     # None for a run that was resumed (Tune's restored copies are not timed).
     decision_s: float | None = None
+    # Seconds its trials spent training (Tune's time_this_iter_s, summed over the epochs
+    # kept): its own busy time, which wall_s is not when runs share the machine.
+    busy_s: float | None = None
+    parallel_runs: int = 1  # runs that `hpo run` ran at once beside (and with) this one
     data_sizes: dict[str, int] = {}
     errors: int | None = None  # trials that Ray Tune reported as errored
     trials: int | None = None

@@ -95,6 +95,16 @@ def epochs_on_disk(experiment_dir: str | Path | None) -> dict[str, int]:
     return found
 
 
+def busy_seconds(experiment_dir: str | Path | None) -> float:
+    """Seconds a run's trials spent training: Tune's time_this_iter_s of each epoch (the
+    last report of an epoch that a restored trial reported twice)."""
+    epochs: dict[tuple[str, int], float] = {}
+    for row in result_lines(experiment_dir):
+        key = (str(row.get("trial_id")), int(row.get("training_iteration", 0)))
+        epochs[key] = float(row.get("time_this_iter_s") or 0.0)
+    return float(sum(epochs.values()))
+
+
 def trial_frame(
     experiment_dir: str | Path,
     strategy: str,

@@ -8,13 +8,14 @@ written is `hpo.records` (study.json, hpo_run.json) and trials.csv.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -37,6 +38,9 @@ from hpo.records import (
 from hpo.spec import Study, StudyError, load_study, study_digest, study_hash
 from hpo.strategies import STRATEGIES, decision, selected
 
+if TYPE_CHECKING:
+    from hpo.progress import StudyProgress
+
 
 class RunInterrupted(Exception):
     """A run stopped by Ctrl-C: its state is saved and `hpo run` resumes it."""
@@ -57,13 +61,20 @@ class StudyRunner:
         overrides: Callable[[str, int], dict[str, Any]] | None = None,
         function: Callable[..., Any] | None = None,
         evaluate: Callable[..., Any] | None = None,
+        progress: StudyProgress | None = None,
+        parallel_runs: int | None = None,
+        mlflow: str | bool = False,
     ):
         """`study_file`: a study file, or a Study built in Python (hpo.api);
         `variant`: one combination of a compared study's levels, run into its own
         folder (hpo.compare); `overrides(strategy, seed)`: config values that one run's
         trials take over the study's (a warm start's weights, a range test's bounds);
         `function`, `evaluate`: the callables of a function trainable given to the Python
-        API (else its "module:function" reference is imported where trials run)."""
+        API (else its "module:function" reference is imported where trials run);
+        `progress`: the live display that shows each run (else `echo` gets one line as a
+        run starts and one as it ends); `parallel_runs`: runs at once (default: the
+        study's); `mlflow`: log every trial to MLflow (True: a store in the results
+        folder, or a tracking URI)."""
         self.source = StudySource.of(study_file)
         self.study_file = self.source.path
         parent = self.source.study
@@ -76,7 +87,10 @@ class StudyRunner:
             self.directory = variant.directory(self.directory)
         self.variant = variant
         self.overrides = overrides or (lambda strategy, seed: {})
-        self.echo = echo
+        self.echo, self.progress = echo, progress
+        self.parallel_runs, self.mlflow = parallel_runs, mlflow
+        self._parallel = 1  # runs that may go on at once right now
+        self._active: set[str] = set()  # keys of the runs in Tuner.fit right now
         # One Ray actor per slot runs trial after trial (tests compare with False).
         self.reuse_actors = reuse_actors
         self.ran_any = False  # whether the last run() trained anything
@@ -92,7 +106,7 @@ class StudyRunner:
         pending = [(s, k) for s in self.strategies for k in self.seeds if not self._finished(s, k)]
         self.ran_any = bool(pending)
         if not pending:
-            self.echo("every selected run finished earlier: nothing to do")
+            self.say("every selected run finished earlier: nothing to do")
             return record  # a finished study is left exactly as it was
         from hpo.ray_session import init_ray
 
@@ -102,42 +116,102 @@ class StudyRunner:
         record.started_at = record.started_at or now_iso()
         record.machine = machine_info()
         write_study_record(self.directory, record)
-        for strategy, seed in pending:
-            key = run_key(strategy, seed)
-            try:
-                record.runs[key] = self._run_one(strategy, seed)
-            except (RunInterrupted, KeyboardInterrupt):
-                run = read_run_record(run_dir(self.directory, strategy, seed))
-                if run is not None:
-                    record.runs[key] = run
-                write_study_record(self.directory, record)
-                self.write_trials_csv()
-                raise KeyboardInterrupt from None
-            except Exception as error:
-                record.runs[key] = self._mark_failed(strategy, seed, error)
-                write_study_record(self.directory, record)
-                try:  # the trials it finished stay in the results
-                    self.write_trials_csv()
-                except Exception as unreadable:  # the run's own error is the one to raise
-                    self.echo(f"trials.csv not rebuilt: {unreadable}")
-                raise
-            write_study_record(self.directory, record)
-            self.write_trials_csv()
+        parallel = min(self.parallel_runs or self.study.parallel_runs, len(pending))
+        if parallel > 1:
+            self._run_parallel(pending, record, parallel)
+        else:
+            for strategy, seed in pending:
+                self._keep(record, strategy, seed, lambda s=strategy, k=seed: self._run_one(s, k))
         record.ended_at = now_iso()
         write_study_record(self.directory, record)
         return record
+
+    def _keep(
+        self, record: StudyRecord, strategy: str, seed: int, run: Callable[[], RunRecord]
+    ) -> None:
+        """Run one strategy × seed (`run`) and keep what it did in study.json and
+        trials.csv, however it ended: finished, failed or interrupted."""
+        from hpo.side_by_side import RunsStopped
+
+        key = run_key(strategy, seed)
+        try:
+            record.runs[key] = run()
+        except (RunInterrupted, RunsStopped, KeyboardInterrupt):
+            done = read_run_record(run_dir(self.directory, strategy, seed))
+            if done is not None:
+                record.runs[key] = done
+            write_study_record(self.directory, record)
+            self.write_trials_csv()
+            raise KeyboardInterrupt from None
+        except Exception as error:
+            record.runs[key] = self._mark_failed(strategy, seed, error)
+            write_study_record(self.directory, record)
+            try:  # the trials it finished stay in the results
+                self.write_trials_csv()
+            except Exception as unreadable:  # the run's own error is the one to raise
+                self.say(f"trials.csv not rebuilt: {unreadable}", error=True)
+            raise
+        write_study_record(self.directory, record)
+        self.write_trials_csv()
+
+    def _run_parallel(
+        self, pending: list[tuple[str, int]], record: StudyRecord, parallel: int
+    ) -> None:
+        """Up to `parallel` runs at once, each `Tuner.fit` in a thread of this process
+        (Tune drives trials through Ray; the threads only wait on it). Finished runs are
+        written to study.json and trials.csv by this thread, one at a time; Ctrl-C stops
+        every run at its next step, resumable; the first failed run's error is raised
+        once the others have ended."""
+        from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+
+        from hpo.side_by_side import STOP
+
+        for seed in {k for _, k in pending}:  # load each split once, before the threads
+            if not self.study.runs_function:
+                self._data(seed)
+        STOP.clear()
+        self._parallel = parallel
+        failures: list[BaseException] = []
+        pool = ThreadPoolExecutor(parallel, thread_name_prefix="hpo-run")
+        futures = {pool.submit(self._run_one, s, k): (s, k) for s, k in pending}
+        kept: set[Future] = set()
+        try:
+            for future in as_completed(futures):
+                kept.add(future)
+                try:
+                    self._keep(record, *futures[future], future.result)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as error:  # the other runs go on; raised at the end
+                    failures.append(error)
+        except KeyboardInterrupt:
+            STOP.set()  # each run's Tune loop ends at its next step
+            for future in futures:
+                future.cancel()  # runs not started yet stay pending
+            wait(futures)
+            for future in set(futures) - kept:
+                if not future.cancelled():
+                    with contextlib.suppress(BaseException):  # each says what it saved
+                        self._keep(record, *futures[future], future.result)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._parallel = 1
+        if failures:
+            raise failures[0]
 
     def trials(self) -> pd.DataFrame:
         """trials.csv as saved (empty when no run has reported yet)."""
         return res.read_trials(self.directory)
 
     def write_trials_csv(self) -> pd.DataFrame:
-        """Rebuild trials.csv from every run directory on disk."""
+        """Rebuild trials.csv from every run directory on disk (but the runs still going
+        on beside the one that ended: their rows come in when they end)."""
         frames = []
         for strategy in self.study.strategies:
             for seed in self.study.seeds:
                 run = read_run_record(run_dir(self.directory, strategy, seed))
-                if run is not None:
+                if run is not None and run.key not in self._active:
                     frames.append(self._run_frame(run))
         frames = [f for f in frames if not f.empty]
         if not frames:
@@ -180,8 +254,11 @@ class StudyRunner:
         `hpo run` resumes it from Tune's saved state once the cause is fixed."""
         path = run_dir(self.directory, strategy, seed)
         run = read_run_record(path) or RunRecord(strategy=strategy, seed=seed, started=time.time())
+        already = run.status == "failed"  # a failure _run_one ended itself
         run.status, run.error = "failed", f"{type(error).__name__}: {error}"[:500]
         write_run_record(path, run)
+        if not already:
+            self._ended(run, f"{strategy:>9} seed {seed}: failed: {run.error}", "failed")
         return run
 
     def _finished(self, strategy: str, seed: int) -> bool:
@@ -199,6 +276,7 @@ class StudyRunner:
         from ray import tune
 
         from hpo.experiment import build_tuner, drop_never_started, run_complete
+        from hpo.side_by_side import RunsStopped, start_gate
 
         path = run_dir(self.directory, strategy, seed)
         restoring = tune.Tuner.can_restore(str(path))
@@ -217,8 +295,9 @@ class StudyRunner:
         run.overrides = self.overrides(strategy, seed)
         run.driver_pid = os.getpid()  # `hpo status` tells a killed driver from a live one
         run.driver_host = socket.gethostname()
+        run.parallel_runs = max(run.parallel_runs, self._parallel)
         write_run_record(path, run)
-        self.echo(f"{strategy:>9} seed {seed}: {'resuming' if restoring else 'running'} …")
+        self._started(run, path, restoring)
         tuner = build_tuner(
             self.study,
             strategy,
@@ -227,17 +306,26 @@ class StudyRunner:
             self._trainable(seed, run.overrides),
             restoring=restoring,
             reuse_actors=self.reuse_actors,
+            callbacks=self._callbacks(strategy, seed),
         )
         decision.reset(str(path))
         began = run.fit_started = time.time()
-        grid = tuner.fit()
+        self._active.add(run.key)
+        try:
+            with start_gate(path.name):
+                grid = tuner.fit()
+        except RunsStopped:  # Ctrl-C while runs go on in threads: resumable
+            self._stopped(run, path, time.time() - began)
+            raise
+        finally:
+            self._active.discard(run.key)
         run.wall_s = (run.wall_s or 0.0) + time.time() - began
+        run.busy_s = res.busy_seconds(path)
         # Tune's restored copies of the searcher and scheduler are not timed: unknown.
         run.decision_s = None if restoring else decision.seconds(str(path))
         if not run_complete(path, self.study.budget.total_epochs):
             # Tune caught Ctrl-C, saved its state and returned: resumable, not finished.
-            run.status = "interrupted"
-            write_run_record(path, run)
+            self._stopped(run, path, 0.0)
             raise RunInterrupted(f"{strategy} seed {seed}")
         drop_never_started(path)
         run.status, run.ended_at = "finished", now_iso()
@@ -246,11 +334,61 @@ class StudyRunner:
         if unusable:  # the user's function reports what no strategy can rank: fix it first
             run.status, run.error = "failed", unusable
             write_run_record(path, run)
+            self._ended(run, f"{strategy:>9} seed {seed}: failed: {unusable}", "failed")
             raise StudyError(f"{self.study.name} {strategy} seed {seed}: {unusable}")
         self._summarize(run, path)
         write_run_record(path, run)
-        self.echo(self._run_line(run))
+        self._ended(run, self._run_line(run), "finished")
         return run
+
+    def _callbacks(self, strategy: str, seed: int) -> list[Any]:
+        """Tune callbacks of a new run: its live progress, Ctrl-C from worker threads,
+        TensorBoard, MLflow when asked. Tune pickles them with the run: a resumed run
+        keeps its own."""
+        from hpo.progress import ProgressCallback
+        from hpo.side_by_side import StartedUp, StopWhenAsked
+        from hpo.trackers import run_callbacks
+
+        experiment = run_dir(self.directory, strategy, seed).name  # Tune's name for the run
+        callbacks = [
+            ProgressCallback(run_key(strategy, seed)),
+            StopWhenAsked(),
+            StartedUp(experiment),
+        ]
+        # TensorBoard with each trial's hparams (budget-stopped trials too); MLflow if asked
+        callbacks += run_callbacks(self.study, strategy, seed, self.directory, self.mlflow)
+        return callbacks
+
+    def say(self, text: str, error: bool = False) -> None:
+        if self.progress is not None:
+            self.progress.message(text, error=error)
+        else:
+            self.echo(text)
+
+    def _started(self, run: RunRecord, path: Path, restoring: bool) -> None:
+        label = f"{run.strategy:>9} seed {run.seed}"
+        if self.progress is None:
+            self.echo(f"{label}: {'resuming' if restoring else 'running'} …")
+            return
+        budget, metric = self.study.budget, self.study.metric
+        done = sum(res.epochs_on_disk(path).values()) if restoring else 0
+        self.progress.run_started(
+            run.key, label, budget.total_epochs, budget.max_epochs, metric.name, metric.mode,
+            epochs_done=done, resumed=restoring,
+        )  # fmt: skip
+
+    def _ended(self, run: RunRecord, line: str, status: str) -> None:
+        if self.progress is None:
+            self.echo(line)
+        else:
+            self.progress.run_ended(run.key, line, status)
+
+    def _stopped(self, run: RunRecord, path: Path, seconds: float) -> None:
+        """The run was interrupted: resumable from what Tune saved."""
+        run.wall_s = (run.wall_s or 0.0) + seconds
+        run.status = "interrupted"
+        write_run_record(path, run)
+        self._ended(run, f"{run.strategy:>9} seed {run.seed}: interrupted", "interrupted")
 
     def _trainable(self, seed: int, overrides: dict[str, Any]):
         """The trial function with this run's data shipped once through Ray's object store."""

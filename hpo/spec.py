@@ -315,6 +315,9 @@ class Study(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     resources: Resources = Resources()
     max_concurrent_trials: PositiveInt | None = None
+    # Strategy × seed runs at once (`hpo run --parallel-runs` overrides it): each its own
+    # Ray Tune experiment with its own max_concurrent_trials, sharing the cluster.
+    parallel_runs: PositiveInt = 1
     max_failures: int = Field(default=0, ge=0)
     # Per-strategy searcher/scheduler options, e.g. {optuna: {n_startup_trials: 4}}.
     strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)

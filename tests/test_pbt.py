@@ -76,7 +76,7 @@ def test_exploiting_trial_continues_from_the_copied_checkpoint(ray_session, tmp_
     runner = StudyRunner(path, tmp_path / "results", echo=lambda _: None)
     runner.run()
     run = runner.directory / "pbt" / "seed-0"
-    trials = {p.name.split("_")[3]: p for p in run.glob("run_trial_*")}  # by trial index
+    trials = {p.name.split("_")[3]: p for p in run.glob("run_trial-*")}  # by trial index
     policies = sorted(run.glob("pbt_policy_*.txt"))
     assert policies, "no trial exploited another (quantile 0.5 of 6 trials every 2 epochs)"
     frame = runner.trials()

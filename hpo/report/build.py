@@ -111,6 +111,11 @@ class Report:
         return self.results.metric
 
     @property
+    def parallel_runs(self) -> int:
+        """The most strategy × seed runs that ran at once (hpo run --parallel-runs)."""
+        return max((run.parallel_runs for run in self.results.record.runs.values()), default=1)
+
+    @property
     def simulated(self) -> bool:
         """A replay (hpo replay): its seconds are simulated and nothing was trained."""
         return self.results.record.replay is not None
@@ -260,9 +265,7 @@ def draw(report: Report) -> dict[str, Any]:
             "wall_s",
             metric,
             colors,
-            xlabel="simulated seconds since the run started (a replay)"
-            if report.simulated
-            else None,
+            xlabel=_seconds_axis(report),
         ),
         "learning_curves.png": fig.learning_curves_figure(report.results.trials, metric, colors),
         "hyperparameters.png": fig.hyperparameter_scatter_figure(
@@ -982,6 +985,18 @@ def _split_text(report: Report) -> str:
     if report.simulated:
         return f"seed {study.seeds[0]} (the table's one split)"
     return "each run's seed"
+
+
+def _seconds_axis(report: Report) -> str | None:
+    """The time axis's clock, where it is not plain wall clock of a run alone."""
+    if report.simulated:
+        return "simulated seconds since the run started (a replay)"
+    if report.parallel_runs > 1:
+        return (
+            f"wall-clock seconds since the run started (up to {report.parallel_runs} runs "
+            "at once shared the machine)"
+        )
+    return None
 
 
 def _seconds_word(report: Report) -> str:
