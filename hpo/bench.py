@@ -492,3 +492,52 @@ def batched(
     echo(f"one at a time ({singles} runs)      {per_single * 1000:8.1f} ms")
     echo(f"speed-up {per_single / per_batched:.1f}x (no Ray actor start-up in either)")
     return {"batched_s": per_batched, "single_s": per_single, "speedup": per_single / per_batched}
+
+
+def parallel_runs(
+    study_file: str | Path,
+    widths: Sequence[int] = (1, 2, 4),
+    address: str | None = None,
+    root: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[int, dict[str, float]]:
+    """`hpo run STUDY --parallel-runs N` for each N in `widths` (the first is the
+    baseline), each in its own process and fresh results folder under `root`: wall time,
+    the runs' busy (training) seconds, and how many runs selected the same trial-epoch
+    value as the baseline's. On `address` (an existing Ray cluster) when given."""
+    import subprocess
+    import sys
+
+    from hpo.records import read_study_record
+
+    root = Path(root or tempfile.mkdtemp(prefix="hpo-parallel-"))
+    figures: dict[int, dict[str, float]] = {}
+    bests: dict[int, dict[str, float]] = {}
+    for width in widths:
+        results = root / f"parallel-{width}"
+        command = [sys.executable, "-m", "hpo.cli", "run", str(study_file), "--quiet"]
+        command += ["--results", str(results), "--parallel-runs", str(width), "--fresh"]
+        command += ["--address", address] if address else []
+        began = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - began
+        (record,) = [read_study_record(d) for d in results.iterdir() if d.is_dir()]
+        runs = list(record.runs.values())
+        bests[width] = {key: run.best.value for key, run in record.runs.items() if run.best}
+        figures[width] = {
+            "wall_s": wall,
+            "busy_s": sum(run.busy_s or 0.0 for run in runs),
+            "runs": len(runs),
+            "trials": sum(run.trials or 0 for run in runs),
+        }
+        base, now = figures[widths[0]], figures[width]
+        same = sum(bests[width].get(k) == v for k, v in bests[widths[0]].items())
+        echo(
+            f"--parallel-runs {width}: {now['wall_s']:.0f} s wall "
+            f"({base['wall_s'] / now['wall_s']:.2f}x the speed of --parallel-runs {widths[0]}), "
+            f"{now['runs']:.0f} runs, {now['trials']:.0f} trials, "
+            f"{now['busy_s']:.0f} s of training; best value as at {widths[0]}: "
+            f"{same} of {len(bests[widths[0]])} runs"
+        )
+    echo(f"results: {root}")
+    return figures

@@ -255,6 +255,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.strategies(args.results_dir, args.target)
     elif args.which == "ranking":
         bench.ranking(args.results_dir, args.against)
+    elif args.which == "parallel-runs":
+        bench.parallel_runs(args.study, args.widths, args.address, args.out)
     else:
         bench.memory(args.study)
     return 0
@@ -474,8 +476,11 @@ def _inspect_arguments(command: argparse.ArgumentParser) -> None:
 def _bench_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "which",
-        choices=("overhead", "memory", "feature-cache", "batched", "strategies", "ranking"),
-    )
+        choices=(
+            "overhead", "memory", "feature-cache", "batched", "strategies", "ranking",
+            "parallel-runs",
+        ),
+    )  # fmt: skip
     command.add_argument("--trials", type=int, default=16, help="overhead: trials of the job")
     command.add_argument(
         "--epochs", type=int, default=10, help="overhead: epochs per trial; feature-cache: epochs"
@@ -483,7 +488,14 @@ def _bench_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--scaling", type=_seed_list, default=[16, 64, 256], help="overhead: study sizes"
     )
-    command.add_argument("--study", default="studies/digits_cnn.yaml", help="memory: study file")
+    command.add_argument(
+        "--study", default="studies/digits_cnn.yaml", help="memory, parallel-runs: study file"
+    )
+    command.add_argument(
+        "--widths", type=_seed_list, default=[1, 2, 4], help="parallel-runs: values of N"
+    )
+    command.add_argument("--address", help="parallel-runs: an existing Ray cluster")
+    command.add_argument("--out", help="parallel-runs: results root (default: a temp folder)")
     command.add_argument(
         "--results-dir",
         default="results/digits_cnn",
