@@ -27,6 +27,24 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--seeds: ")) from None
 
 
+def _variant(text: str):
+    from hpo.retrain_compare import parse_variant
+
+    try:
+        return parse_variant(text)
+    except StudyError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--variant {text}: ")) from None
+
+
+def _sizes(text: str) -> list[int | None]:
+    from hpo.retrain_compare import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except StudyError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--labels-per-class: ")) from None
+
+
 def seed_list(text: str) -> list[int]:
     """Seeds as `0,1,2`, `0-49` (both ends included) or a mix (`0-4,7`)."""
     seeds: list[int] = []
@@ -182,6 +200,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from hpo.retrain import retrain
 
+    if args.variant:
+        from hpo.retrain_compare import compare_retrains
+
+        compare_retrains(
+            args.file,
+            args.variant,
+            args.labels_per_class,
+            epochs=args.epochs,
+            seeds=args.seeds,
+            out=args.out,
+            address=args.address,
+            overrides=dict(args.set or []),
+        )
+        return 0
+    sizes = args.labels_per_class or []
+    if len(sizes) > 1:
+        raise StudyError("--labels-per-class: several sizes need --variant (a comparison)")
     out = retrain(
         args.file,
         epochs=args.epochs,
@@ -190,6 +225,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         train_only=args.train_only,
         address=args.address,
         overrides=dict(args.set or []),
+        dataset={"labels_per_class": sizes[0]} if sizes else None,
     )
     metrics = json.loads((out / "metrics.json").read_text())
     # a function trainable's evaluate() names its own test metrics
@@ -444,6 +480,22 @@ def _retrain_arguments(command: argparse.ArgumentParser) -> None:
         type=_assignment,
         metavar="NAME=VALUE",
         help="replace a hyperparameter of the exported config (YAML value), e.g. weights=none",
+    )
+    command.add_argument(
+        "--variant",
+        action="append",
+        type=_variant,
+        metavar="NAME:[KEY=VALUE,…]",
+        help="compare variants of the config, same seeds and epochs, measured at the last "
+        "epoch (two or more; the first against the others), e.g. --variant finetuned: "
+        "--variant scratch:weights=none,freeze=all",
+    )
+    command.add_argument(
+        "--labels-per-class",
+        type=_sizes,
+        metavar="N,…",
+        help="train on N labelled examples per class, drawn by each seed (e.g. 5,10,all; "
+        "several: with --variant, a sweep)",
     )
     _data_dir(command)
 

@@ -107,14 +107,16 @@ def retrain_seed(
     train_only: bool,
     threads: int,
     gpu: float = 0.0,
+    select: bool = True,
 ) -> dict[str, Any]:
-    """Train one seed and evaluate its selected state on the test split (runs in Ray)."""
+    """Train one seed and evaluate its selected state on the test split (runs in Ray):
+    with `train_only` and `select`, the best-validation epoch's; else the last epoch's."""
     import torch
 
     from trainables.loop import evaluate_state, run
 
     reporter = KeepingReporter(
-        document.validation.metric if train_only else None, document.validation.mode
+        document.validation.metric if train_only and select else None, document.validation.mode
     )
     config = {**document.config, "seed": seed}
     began = time.perf_counter()
@@ -150,19 +152,30 @@ def retrain(
     address: str | None = None,
     echo: Callable[[str], None] = print,
     overrides: dict[str, Any] | None = None,
+    last_epoch: bool = False,
+    dataset: dict[str, Any] | None = None,
 ) -> Path:
     """Retrain every seed, then write metrics.json, model.pt/model.json and curve.png.
 
     `overrides` replace hyperparameters of the exported config (`hpo retrain --set`), e.g.
-    weights=none to train the same model from scratch as a baseline."""
+    weights=none to train the same model from scratch as a baseline; `dataset` replaces
+    options of its dataset section, e.g. labels_per_class. `last_epoch`: measure the last
+    epoch's model, not (with `train_only`) the best-validation one. With labels_per_class
+    each seed draws its own labelled examples (the seed is the subset's seed) and trains
+    on them only: merging the validation split would add its every label."""
     import ray
 
     from hpo.ray_session import init_ray
-    from trainables import trainable_info
-    from trainables.data import load_dataset
 
     overrides = overrides or {}
     document = apply_overrides(load_export(export_file), overrides)
+    if dataset and document.dataset is not None:
+        merged = {**document.dataset.model_dump(), **dataset}
+        try:
+            spec = type(document.dataset).model_validate(merged)
+        except ValueError as error:
+            raise StudyError(f"{export_file}: dataset: {_first_error(error)}") from None
+        document = document.model_copy(update={"dataset": spec})
     epochs = int(epochs or document.validation.epoch)
     if epochs < 1:
         raise StudyError("--epochs: expected a positive number of epochs")
@@ -171,28 +184,29 @@ def retrain(
         from hpo.retrain_function import retrain_function
 
         return retrain_function(document, export_file, epochs, seeds, out, address, echo)
-    spec = document.dataset
-    data = load_dataset(
-        spec.name,
-        spec.val_fraction,
-        spec.test_fraction,
-        spec.split_seed,
-        scale=trainable_info(document.trainable).input_scale,
-        **spec.loader_options(),
-    )
+    few_labels = document.dataset.labels_per_class is not None
+    train_only = train_only or few_labels
+    if few_labels:  # each seed its own labelled subset
+        datasets = {seed: _dataset(document, seed) for seed in seeds}
+    else:  # one copy: CIFAR-10 is 0.7 GB
+        datasets = dict.fromkeys(seeds, _dataset(document, None))
     resources = document.resources
     init_ray(address)
     task = ray.remote(retrain_seed).options(num_cpus=resources.cpu, num_gpus=resources.gpu)
-    data_ref = ray.put(data)
+    shared = {id(data): ray.put(data) for data in datasets.values()}
+    data_refs = {seed: shared[id(data)] for seed, data in datasets.items()}
     threads = max(1, int(resources.cpu))
     on = "train only" if train_only else "train+validation"
+    if few_labels:
+        on += f", {document.dataset.labels_per_class} labels per class drawn by each seed"
     echo(
         f"retraining {document.strategy} seed {document.seed} config on {on}: "
         f"{len(seeds)} seeds × {epochs} epochs"
     )
     gpu = resources.gpu
+    select = not last_epoch
     pending = {
-        task.remote(document, data_ref, seed, epochs, train_only, threads, gpu): seed
+        task.remote(document, data_refs[seed], seed, epochs, train_only, threads, gpu, select): seed
         for seed in seeds
     }
     outcomes = []
@@ -200,6 +214,7 @@ def retrain(
         done, _ = ray.wait(list(pending), num_returns=1)
         outcome = ray.get(done[0])
         pending.pop(done[0])
+        outcome["train_examples"] = len(datasets[outcome["seed"]].train)
         outcomes.append(outcome)
         accuracy = outcome["test_accuracy"]
         echo(
@@ -208,7 +223,33 @@ def retrain(
             f"{outcome['wall_s']:.1f} s)"
         )
     outcomes.sort(key=lambda o: list(seeds).index(o["seed"]))
+    data = datasets[seeds[0]]
     return write_outputs(out, document, outcomes, data, epochs, train_only, export_file, overrides)
+
+
+def _dataset(document: ExportRecord, subset_seed: int | None):
+    """The export's dataset, split as its study split it (labelled subset: `subset_seed`)."""
+    from trainables import trainable_info
+    from trainables.data import load_dataset
+
+    spec = document.dataset
+    return load_dataset(
+        spec.name,
+        spec.val_fraction,
+        spec.test_fraction,
+        spec.split_seed,
+        scale=trainable_info(document.trainable).input_scale,
+        subset_seed=subset_seed,
+        **spec.loader_options(),
+    )
+
+
+def _first_error(error: ValueError) -> str:
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return str(error).splitlines()[0]
 
 
 def provenance(document: ExportRecord, export_file: str | Path) -> dict[str, Any]:

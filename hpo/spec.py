@@ -204,6 +204,9 @@ class DatasetSpec(_Strict):
     path: str | None = None  # image_folder: a folder with one sub-folder of images per class
     image_size: int | None = Field(default=None, ge=8)  # image_folder: resized to this square
     classes: list[int] | None = None  # keep these labels only, relabelled 0..k-1 in this order
+    # Few labelled examples: train on this many per class (a seeded, stratified subset of
+    # the training split); validation and test stay whole. None: the whole training split.
+    labels_per_class: PositiveInt | None = None
 
     @field_validator("name")
     @classmethod
@@ -229,6 +232,11 @@ class DatasetSpec(_Strict):
             raise _FieldError(
                 "dataset.val_fraction",
                 f"{self.name} cannot be split: set val_fraction and test_fraction to 0",
+            )
+        if self.labels_per_class is not None and DATASETS[self.name].task != "classification":
+            raise _FieldError(
+                "dataset.labels_per_class",
+                f"{self.name} has no class labels (a {DATASETS[self.name].task} dataset)",
             )
         if (self.val_fraction == 0) != (self.test_fraction == 0):
             raise ValueError(

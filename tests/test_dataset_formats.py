@@ -199,7 +199,7 @@ def test_spec_rejects_options_that_do_not_fit(study_dict, dataset, error):
 
 
 def test_spec_options_reach_the_loader(study_dict):
-    spec = {"name": "mnist", "data_dir": "d", "classes": [1, 0]}
+    spec = {"name": "mnist", "data_dir": "d", "classes": [1, 0], "labels_per_class": 3}
     options = parse_study({**study_dict, "dataset": spec}).dataset.loader_options()
     assert options == {
         "data_dir": "d",
@@ -207,9 +207,10 @@ def test_spec_options_reach_the_loader(study_dict):
         "path": None,
         "image_size": None,
         "classes": [1, 0],
+        "labels_per_class": 3,
     }
     saved = {**spec, "val_fraction": 0.2, "path": None}  # as in an export's dataset section
-    assert options_from(saved) == {"data_dir": "d", "classes": [1, 0]}
+    assert options_from(saved) == {"data_dir": "d", "classes": [1, 0], "labels_per_class": 3}
 
 
 def test_cli_missing_files_are_one_line_exit_2(tmp_path, monkeypatch, capsys):

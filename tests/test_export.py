@@ -191,3 +191,33 @@ def test_retrain_rejects_a_file_that_is_not_an_export(tmp_path):
     path.write_text(yaml.safe_dump(TINY_STUDY))
     with pytest.raises(StudyError, match="not an hpo export"):
         load_export(path)
+
+
+def test_a_comparison_of_two_variants_over_sizes(study_dir, ray_session):
+    from scipy import stats
+
+    from hpo.retrain_compare import Variant, compare_retrains
+
+    exported = export(study_dir)
+    variants = [Variant("as-is"), Variant("slow", {"lr": 0.0005})]
+    out = compare_retrains(
+        exported, variants, [5, None], epochs=2, seeds=[0, 1, 2], out=study_dir / "compare"
+    )
+    rows = pd.read_csv(out / "comparison.csv")
+    assert len(rows) == 2 * 2 * 3 and set(rows["status"]) == {"finished"}
+    assert set(rows.loc[rows["labels_per_class"] == "5", "train_examples"]) == {50}
+    assert set(rows["epochs"]) == {2}
+    document = json.loads((out / "comparison.json").read_text())
+    assert document["labels_per_class"] == ["5", "all"]
+    for pair in document["paired"]:  # the first variant minus the other, paired by seed
+        size = rows[rows["labels_per_class"] == pair["labels_per_class"]]
+        wide = size.pivot(index="seed", columns="variant", values="test_accuracy")
+        assert pair["mean_difference"] == pytest.approx((wide["as-is"] - wide["slow"]).mean())
+        assert pair["t_test_p"] == pytest.approx(
+            stats.ttest_rel(wide["as-is"], wide["slow"]).pvalue
+        )
+    assert (out / "comparison.png").stat().st_size > 0
+    metrics = json.loads((out / "5" / "slow" / "metrics.json").read_text())
+    assert metrics["config"]["lr"] == 0.0005 and metrics["trained_on"] == "train"
+    page = (study_dir / "report" / "index.html").read_text()  # the study's report shows it
+    assert "Retrained variants compared" in page and "compare/comparison.png" in page

@@ -384,9 +384,10 @@ TRAINABLES: dict[str, TrainableInfo] = {
 
 # Options of a dataset section besides name, fractions and split seed, in the order of
 # `trainables.data.load_dataset`'s keywords: those a dataset declares it takes
-# (DatasetInfo.options), then `classes`, which applies to every dataset.
+# (DatasetInfo.options), then `classes` and `labels_per_class`, which apply to every
+# classification dataset.
 DATASET_OPTIONS: tuple[str, ...] = ("data_dir", "download", "path", "image_size")
-LOADER_OPTIONS: tuple[str, ...] = (*DATASET_OPTIONS, "classes")
+LOADER_OPTIONS: tuple[str, ...] = (*DATASET_OPTIONS, "classes", "labels_per_class")
 
 
 @dataclass(frozen=True)

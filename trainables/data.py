@@ -97,8 +97,12 @@ def split_arrays(
     scale: str = "standardize",
     class_names: Sequence[str] = (),
     targets: np.ndarray | None = None,
+    labels_per_class: int | None = None,
+    subset_seed: int | None = None,
 ) -> DataBundle:
-    """Stratified split (plain for a regression dataset, whose `y` is float); then
+    """Stratified split (plain for a regression dataset, whose `y` is float), the training
+    part cut to `labels_per_class` examples of each class if given (drawn with
+    `subset_seed`, default `seed`); then
     `scale="standardize"` standardizes every part with the training part's mean and std,
     `scale="unit"` leaves the values as they are. With both fractions 0 every part is the
     whole set: a toy study of how fast a net fits its training data."""
@@ -131,6 +135,9 @@ def split_arrays(
                 f"dataset {name}: {len(y)} samples cannot be split by the study's fractions "
                 f"({str(error).splitlines()[0]})"
             ) from None
+    if labels_per_class is not None:
+        draw = seed if subset_seed is None else subset_seed
+        train = labelled_subset(name, train, y, labels_per_class, draw)
     mean, std = 0.0, 1.0
     if scale == "standardize":
         x_train = np.asarray(x[train], dtype=np.float32)
@@ -154,6 +161,24 @@ def split_arrays(
         num_classes=int(y.shape[1]) if regression else int(np.unique(y).size),
         class_names=tuple(class_names),
     )
+
+
+def labelled_subset(
+    name: str, train: np.ndarray, y: np.ndarray, per_class: int, seed: int
+) -> np.ndarray:
+    """`per_class` indices of each class of `train`, drawn at random with `seed` (the
+    same examples for every config of a study seed), in `train`'s order."""
+    if np.issubdtype(y.dtype, np.floating):
+        raise DatasetError(f"dataset.labels_per_class: {name} has no class labels")
+    classes, counts = np.unique(y[train], return_counts=True)
+    if per_class > counts.min():
+        raise DatasetError(
+            f"dataset.labels_per_class: {per_class} is more than the {counts.min()} training "
+            f"examples of {name}'s smallest class (label {classes[counts.argmin()]})"
+        )
+    shuffled = np.random.default_rng(seed).permutation(train)
+    keep = np.concatenate([shuffled[y[shuffled] == c][:per_class] for c in classes])
+    return np.sort(keep)
 
 
 def digits_arrays() -> RawData:
@@ -223,8 +248,12 @@ def load_dataset(
     path: str | Path | None = None,
     image_size: int | None = None,
     classes: Sequence[int] | None = None,
+    labels_per_class: int | None = None,
+    subset_seed: int | None = None,
 ) -> DataBundle:
-    """Load a registered dataset, keep `classes`, split it by `seed` and scale it.
+    """Load a registered dataset, keep `classes`, split it by `seed`, keep
+    `labels_per_class` training examples of each class (drawn with `subset_seed`, default
+    `seed`), and scale it.
 
     `data_dir` (torchvision formats; default $HPO_DATA_DIR, else ./data) and `download`
     apply to mnist, fashion_mnist and cifar10; `path` and `image_size` to image_folder.
@@ -256,4 +285,6 @@ def load_dataset(
         scale=scale,
         class_names=raw.class_names,
         targets=raw.targets,
+        labels_per_class=labels_per_class,
+        subset_seed=subset_seed,
     )

@@ -792,6 +792,9 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
     if report.many_seeds is not None:
         many = h.Section(*MANY_SEEDS_SECTION, _many_seeds_parts(report, figure))
         ordered.insert(SECTION_IDS.index("statistics") + 1, many)
+    comparisons = _comparison_parts(results.directory)
+    if comparisons:
+        ordered.append(h.Section("retrain-comparisons", "Retrained variants compared", comparisons))
     return h.page(
         f"HPO study report{' (replay, simulated)' if report.simulated else ''}: {study.name}",
         study.description,
@@ -800,6 +803,60 @@ def render(report: Report, pngs: dict[str, bytes]) -> str:
         footer,
         replay=replay_summary(results.record),
     )
+
+
+def _comparison_parts(study_dir: Path) -> list[str]:
+    """The `hpo retrain --variant` comparisons in the results folder: what ran, the table
+    of test accuracy and paired tests, the figure; each with the folder it lives in."""
+    from hpo.retrain_compare import find_comparisons
+
+    parts: list[str] = []
+    for folder, document in find_comparisons(study_dir):
+        variants = "; ".join(
+            f"{v['name']}: {_overrides(v['overrides'])}" for v in document["variants"]
+        )
+        where = folder.relative_to(study_dir)
+        if document.get("common_overrides"):
+            variants += f"; all: {_overrides(document['common_overrides'])}"
+        parts.append(h.heading(f"{where}/ (hpo retrain --variant)"))
+        parts.append(
+            h.paragraph(
+                f"The config of {document['export']} retrained under each variant ({variants}) "
+                f"with seeds {', '.join(map(str, document['seeds']))}, the same epochs, on the "
+                "training split only and measured at the last epoch. Differences are the first "
+                "variant minus the other, paired by seed; p-values two-sided. Files: "
+                f"{where}/comparison_summary.csv, comparison.csv, comparison.png."
+            )
+        )
+        summary = pd.DataFrame(document["summary"])
+        parts.append(
+            h.table(
+                summary,
+                {"labels_per_class": "labels/class", "variant": "variant", "seeds": "seeds",
+                 "mean": "test accuracy", "std": "std", "ci_low": "95% low", "ci_high": "95% high"},
+                {c: _num for c in ("mean", "std", "ci_low", "ci_high")},
+            )
+        )  # fmt: skip
+        paired = pd.DataFrame(document["paired"])
+        if not paired.empty:
+            parts.append(
+                h.table(
+                    paired,
+                    {"labels_per_class": "labels/class", "variant": "difference",
+                     "seeds": "paired seeds", "mean_difference": "mean", "wins": "wins",
+                     "t_test_p": "paired t p", "wilcoxon_p": "Wilcoxon p"},
+                    {"mean_difference": _num, "t_test_p": _p_value, "wilcoxon_p": _p_value},
+                )
+            )  # fmt: skip
+        png = folder / "comparison.png"
+        if png.is_file():
+            parts.append(h.image(png.read_bytes(), "test accuracy by labels per class",
+                                 f"{where}/comparison.png"))  # fmt: skip
+    return parts
+
+
+def _overrides(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "as exported"
 
 
 _TITLES = (
