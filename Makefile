@@ -22,10 +22,11 @@ demo: $(VENV)/.installed
 # Offline transfer learning: ResNet-18 pretrained from scratch on digits 0-4 (a study,
 # its best config exported and retrained to convergence, 15 epochs), then fine-tuned on
 # digits 5-9 by three strategies; last, the best fine-tuning config retrained from the
-# source weights and from scratch at equal epochs (8), 6 seeds, with 5, 10, 25 labelled
+# source weights and from scratch at equal epochs (8), 6 seeds, with 5 and 10 labelled
 # examples per class and the whole training split: one table of paired tests and one
 # figure (results/digits59_resnet_transfer/compare, shown in the study's report), and
-# what the fine-tuned model looks at (hpo inspect). Under 20 minutes on 2 CPU cores.
+# what the fine-tuned model looks at (hpo inspect). About 19 minutes on 2 CPU cores,
+# install included (docs/benchmarks.md).
 SOURCE := results/digits04_resnet_source
 TRANSFER := results/digits59_resnet_transfer
 transfer-demo: $(VENV)/.installed
@@ -36,7 +37,7 @@ transfer-demo: $(VENV)/.installed
 	$(BIN)/hpo run studies/digits59_resnet_transfer.yaml
 	$(BIN)/hpo export $(TRANSFER) --out $(TRANSFER)/best.yaml
 	$(BIN)/hpo retrain $(TRANSFER)/best.yaml --epochs 8 --seeds 0-5 --out $(TRANSFER)/compare \
-		--set patience=0 --labels-per-class 5,10,25,all \
+		--set patience=0 --labels-per-class 5,10,all \
 		--variant finetuned: --variant scratch:weights=none,freeze=all
 	$(BIN)/hpo inspect $(TRANSFER)/compare/all/finetuned
 
